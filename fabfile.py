@@ -1,0 +1,114 @@
+"""The workbench's tasks. Each parses its arguments, calls `workbench`, prints the result.
+
+`fab -l` lists them; `fab --help <task>` documents one. Fabric 1's form
+(`fab image.bake:role=app`) works for every task, see workbench/legacy_args.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fabric import task
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+
+from workbench import config as wb_config
+from workbench.errors import WorkbenchError
+
+HERE = Path(__file__).resolve().parent
+
+
+def _config() -> wb_config.Config:
+    if os.environ.get(wb_config.ENV_CONFIG):
+        return wb_config.load()
+    return wb_config.load(HERE / wb_config.CONFIG_FILE)
+
+
+def wb(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+    """@task whose WorkbenchError becomes one `error: …` line and a non-zero exit."""
+
+    def decorate(body: Callable[..., Any]) -> Any:
+        @functools.wraps(body)
+        def guarded(c: Any, *a: Any, **kw: Any) -> Any:
+            try:
+                return body(c, *a, **kw)
+            except WorkbenchError as exc:
+                raise Exit(f"error: {exc}", code=exc.exit_code) from None
+
+        return task(*args, **kwargs)(guarded)
+
+    return decorate
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# --- name ----------------------------------------------------------------------
+
+
+@wb(positional=["host"], help={"host": "a host name, e.g. redis-sessions.production.wpdn", "json": "print JSON"})
+def parse(c, host, json=False):
+    """Parse a host name into role, variant, environment and domain."""
+    from workbench import naming
+
+    name = naming.parse(host, _config())
+    if json:
+        _print_json(name.to_dict())
+        return
+    print(f"host        {name.fqdn}")
+    print(f"role        {name.role}")
+    print(f"variant     {name.variant or '-'}")
+    print(f"index       {name.index if name.index is not None else '-'}")
+    print(f"environment {name.environment}")
+    print(f"domain      {name.domain}")
+
+
+# --- config --------------------------------------------------------------------
+
+
+@wb(help={"json": "print the loaded configuration as JSON"})
+def check(c, json=False):
+    """Validate workbench.toml and summarise it."""
+    import dataclasses
+
+    cfg = _config()
+    if json:
+        _print_json({k: v for k, v in dataclasses.asdict(cfg).items() if k != "path"})
+        return
+    print(f"{cfg.path}: ok")
+    print(f"  roles:        {', '.join(cfg.roles)}")
+    print(f"  environments: {', '.join(cfg.environments)}")
+    print(f"  state:        {cfg.state_dir}")
+
+
+@wb()
+def reference(c):
+    """Print the configuration reference (Markdown), as in the README."""
+    print(wb_config.reference_markdown())
+
+
+# --- image ---------------------------------------------------------------------
+
+
+@wb(help={"force": "rebuild even if a base with the same inputs exists"})
+def base(c, force=False):
+    """Build the vanilla base image (debootstrap + import), unless it is up to date."""
+    from workbench import base as wb_base
+    from workbench.progress import human_size
+
+    image = wb_base.build_base(_config(), force=force)
+    state = "cached" if image.cached else "built"
+    print(f"base {image.tag} {state}: id {image.id[7:19]}, {human_size(image.size)}, {image.seconds:.2f}s")
+
+
+name_ns = Collection("name", parse)
+config_ns = Collection("config", check, reference)
+image_ns = Collection("image", base)
+
+ns = Collection(name_ns, config_ns, image_ns)

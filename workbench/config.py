@@ -1,0 +1,409 @@
+"""The workbench's configuration: `workbench.toml`, read into frozen dataclasses.
+
+The dataclasses below *are* the table of settings: each field has a type, a
+default and a help text (in its metadata). The loader checks a file against
+them, and `reference_markdown()` renders the README's configuration reference
+from them, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_FILE = "workbench.toml"
+ENV_CONFIG = "WORKBENCH_CONFIG"
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
+VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+    """A field of the settings table: its default, its help text, its allowed values."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict, tuple)):
+        frozen = tuple(default) if isinstance(default, list) else default
+        return field(default_factory=lambda: frozen, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class WorkbenchSettings:
+    """`[workbench]`: names and places."""
+
+    prefix: str = setting(
+        "workbench",
+        "Prefix of every image, container, network and volume the tool creates.",
+    )
+    state_dir: str = setting(
+        ".workbench",
+        "Where builds, the ledger, registry data and logs live (relative to this file).",
+    )
+    domain: str = setting("wpdn", "Naming domain: hosts are `<role>[-<variant>].<environment>.<domain>`.")
+    default_role: str = setting("app", "Role used when a task is given none (`fab sandbox.up`).")
+    common_states: tuple[str, ...] = setting(
+        ["base"], "Salt states applied to every role before its own (the users' basesystem)."
+    )
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """`[base]`: the vanilla base image every role starts from."""
+
+    distribution: str = setting("debian", "Distribution of the base.", choices=("debian",))
+    suite: str = setting("bookworm", "Distribution release debootstrap installs.")
+    mirror: str = setting("http://deb.debian.org/debian", "Package mirror for the base and for bakes.")
+    security_mirror: str = setting(
+        "http://deb.debian.org/debian-security", "Mirror of security updates, written into the image's sources."
+    )
+    variant: str = setting(
+        "minbase", "debootstrap variant.", choices=("minbase", "buildd", "fakechroot", "standard")
+    )
+    packages: tuple[str, ...] = setting(
+        [], "Extra packages in the base, beyond python3 (which masterless Salt needs)."
+    )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """`[cache]`: the local package cache bakes fetch through (apt-cacher-ng)."""
+
+    enabled: bool = setting(True, "Fetch packages through the local cache.")
+    port: int = setting(3142, "Port of the cache on the Docker bridge gateway and loopback.")
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """`[registry]`: where released images are pushed."""
+
+    host: str = setting("127.0.0.1", "Address the local registry listens on (loopback).")
+    port: int = setting(5000, "Port of the local registry.")
+
+
+@dataclass(frozen=True)
+class BuilderSettings:
+    """`[builder]`: how role images are baked."""
+
+    type: str = setting("docker", "Packer builder: a container image, or a qcow2 disk.", choices=("docker", "qemu"))
+    parallel: int = setting(0, "Bakes run at once by `image.bake --all` (0: one per core).")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """`[environments.<name>]`: a place releases are promoted to."""
+
+    name: str
+    frontend_port: int = setting(0, "Loopback port of the environment's nginx frontend (0: none).")
+    retention: int = setting(10, "Releases per role kept rollback-able.")
+    variables: dict[str, str] = setting({}, "Settings given to containers at deploy time (environment).")
+
+
+@dataclass(frozen=True)
+class Role:
+    """`[roles.<name>]`: what a role image holds, and how it is checked."""
+
+    name: str
+    description: str = setting("", "One line on what the role is for.")
+    states: tuple[str, ...] = setting([], "The role's Salt states (default: the role's name).")
+    tests: str = setting("", "testinfra file (default: tests/roles/test_<role>.py).")
+    ports: tuple[int, ...] = setting([], "Ports the role serves on.")
+    health: str = setting("", "HTTP path answering 200 when healthy, on the first port (empty: none).")
+    command: tuple[str, ...] = setting([], "The image's command (what runs when it starts).")
+    aliases: tuple[str, ...] = setting([], "Other names for the role in host names (`hv` for hypervisor).")
+    formulas: tuple[str, ...] = setting([], "Extra state roots (formula directories) for this role.")
+    idempotence_exempt: tuple[str, ...] = setting(
+        [], "State IDs allowed to report changes on the second run."
+    )
+
+    @property
+    def state_list(self) -> tuple[str, ...]:
+        return self.states or (self.name,)
+
+    @property
+    def tests_path(self) -> str:
+        return self.tests or f"tests/roles/test_{self.name}.py"
+
+
+DEFAULT_ENVIRONMENTS = ("sandbox", "staging", "production")
+
+_SECTIONS: dict[str, type] = {
+    "workbench": WorkbenchSettings,
+    "base": BaseSettings,
+    "cache": CacheSettings,
+    "registry": RegistrySettings,
+    "builder": BuilderSettings,
+}
+_TABLES: dict[str, type] = {"environments": Environment, "roles": Role}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, validated."""
+
+    path: Path
+    workbench: WorkbenchSettings
+    base: BaseSettings
+    cache: CacheSettings
+    registry: RegistrySettings
+    builder: BuilderSettings
+    environments: Mapping[str, Environment]
+    roles: Mapping[str, Role]
+
+    @property
+    def root(self) -> Path:
+        """The checkout: relative paths in the file are relative to it."""
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.root / self.workbench.state_dir).resolve()
+
+    @property
+    def prefix(self) -> str:
+        return self.workbench.prefix
+
+    def role(self, name: str) -> Role:
+        """The role called `name` (or one of its aliases)."""
+        for role in self.roles.values():
+            if name == role.name or name in role.aliases:
+                return role
+        known = ", ".join(sorted(self.roles)) or "none"
+        raise ConfigError(
+            f"unknown role {name!r}: {self.path} defines {known} (add a [roles.{name}] table to define it)"
+        )
+
+    def environment(self, name: str) -> Environment:
+        if name not in self.environments:
+            known = ", ".join(self.environments)
+            raise ConfigError(
+                f"unknown environment {name!r}: {self.path} defines {known} "
+                f"(add an [environments.{name}] table to define it)"
+            )
+        return self.environments[name]
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def find_config(start: Path | None = None) -> Path:
+    """`$WORKBENCH_CONFIG`, or the nearest `workbench.toml` from `start` upwards."""
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_FILE} in {here} or above: run from the checkout, or set {ENV_CONFIG}=/path/to/{CONFIG_FILE}"
+    )
+
+
+def load(path: Path | None = None) -> Config:
+    """Read and validate a configuration file; every problem in it is reported at once."""
+    path = (path or find_config()).resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: Mapping[str, Any], path: Path) -> Config:
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for key in data:
+        if key not in _SECTIONS and key not in _TABLES:
+            problems.append(f"unknown section [{key}]: expected one of {', '.join([*_SECTIONS, *_TABLES])}")
+    for key, cls in _SECTIONS.items():
+        raw = data.get(key, {})
+        if not isinstance(raw, dict):
+            problems.append(f"[{key}] must be a table, not {_type_name(raw)}")
+            raw = {}
+        sections[key] = _build(cls, raw, f"[{key}]", problems)
+    tables: dict[str, dict[str, Any]] = {}
+    for key, cls in _TABLES.items():
+        raw = data.get(key)
+        if raw is None:
+            raw = {name: {} for name in DEFAULT_ENVIRONMENTS} if key == "environments" else {}
+        if not isinstance(raw, dict):
+            problems.append(f"[{key}] must be a table of tables, not {_type_name(raw)}")
+            raw = {}
+        built: dict[str, Any] = {}
+        for name, body in raw.items():
+            where = f"[{key}.{name}]"
+            if not NAME_RE.match(name):
+                problems.append(f"{where}: name {name!r} must be lower-case letters and digits, starting with a letter")
+            if not isinstance(body, dict):
+                problems.append(f"{where} must be a table, not {_type_name(body)}")
+                continue
+            built[name] = _build(cls, {**body, "name": name}, where, problems)
+        tables[key] = built
+    config = Config(path=path, **sections, **tables)
+    problems.extend(_cross_checks(config))
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problem(s):\n{listing}")
+    return config
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            allowed = ", ".join(k for k in fields if k != "name")
+            problems.append(f"{where}: unknown key {key!r}: expected one of {allowed}")
+            continue
+        error = _check_type(value, hints[key])
+        if error:
+            problems.append(f"{where} {key} = {value!r}: {error}")
+            continue
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            problems.append(f"{where} {key} = {value!r}: must be one of {', '.join(choices)}")
+            continue
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**values)
+    except TypeError:
+        # Only a missing required field gets here, and `name` is always given.
+        raise
+
+
+def _check_type(value: Any, hint: Any) -> str | None:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"expected an integer, got {_type_name(value)}"
+    if hint is str:
+        return None if isinstance(value, str) else f"expected a string, got {_type_name(value)}"
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return f"expected a list, got {_type_name(value)}"
+        for element in value:
+            error = _check_type(element, item)
+            if error:
+                return f"in the list: {error}"
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"expected a table, got {_type_name(value)}"
+        for k, v in value.items():
+            if not isinstance(v, str):
+                return f"value of {k!r}: expected a string, got {_type_name(v)}"
+        return None
+    raise TypeError(f"no check for {hint}")
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems: list[str] = []
+    wb = config.workbench
+    if not re.match(r"^[a-z0-9][a-z0-9_.-]*$", wb.prefix):
+        problems.append(f"[workbench] prefix = {wb.prefix!r}: use lower-case letters, digits, '.', '_' or '-'")
+    if not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", wb.domain):
+        problems.append(f"[workbench] domain = {wb.domain!r}: must be a DNS domain (labels of a-z, 0-9, '-')")
+    if config.roles and wb.default_role not in config.roles:
+        problems.append(
+            f"[workbench] default_role = {wb.default_role!r}: no such role (roles: {', '.join(config.roles)})"
+        )
+    names: dict[str, str] = {}
+    for role in config.roles.values():
+        for alias in (role.name, *role.aliases):
+            if not NAME_RE.match(alias):
+                problems.append(f"[roles.{role.name}] aliases: {alias!r} must be lower-case letters and digits")
+            if alias in names and names[alias] != role.name:
+                problems.append(f"[roles.{role.name}] aliases: {alias!r} already names role {names[alias]!r}")
+            names[alias] = role.name
+        for port in role.ports:
+            if not 0 < port < 65536:
+                problems.append(f"[roles.{role.name}] ports: {port} is not a TCP port (1-65535)")
+        if role.health and not role.health.startswith("/"):
+            problems.append(f"[roles.{role.name}] health = {role.health!r}: must be an HTTP path starting with '/'")
+        if role.health and not role.ports:
+            problems.append(f"[roles.{role.name}] health is set but ports is empty: the check needs a port")
+        tests = config.root / role.tests_path
+        if not tests.is_file():
+            problems.append(f"[roles.{role.name}] tests = {role.tests_path!r}: no such file under {config.root}")
+        for formula in role.formulas:
+            if not (config.root / formula).is_dir():
+                problems.append(f"[roles.{role.name}] formulas: {formula!r} is not a directory under {config.root}")
+    for env in config.environments.values():
+        if env.frontend_port and not 0 < env.frontend_port < 65536:
+            problems.append(f"[environments.{env.name}] frontend_port = {env.frontend_port}: not a TCP port")
+        if env.retention < 1:
+            problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
+        for var in env.variables:
+            if not VARIABLE_RE.match(var):
+                problems.append(f"[environments.{env.name}] variables: {var!r} is not an environment variable name")
+    for port_name, port in (("cache", config.cache.port), ("registry", config.registry.port)):
+        if not 0 < port < 65536:
+            problems.append(f"[{port_name}] port = {port}: not a TCP port")
+    return problems
+
+
+# --- reference -----------------------------------------------------------------
+
+
+def reference_markdown() -> str:
+    """The configuration reference for the README, from the settings table."""
+    out: list[str] = []
+    for title, cls in [*_SECTIONS.items(), *(((f"{k}.<name>"), c) for k, c in _TABLES.items())]:
+        out.append(f"#### `[{title}]`\n")
+        doc = (cls.__doc__ or "").split(":", 1)[-1].strip()
+        out.append(f"{doc}\n")
+        out.append("| key | type | default | meaning |")
+        out.append("| --- | --- | --- | --- |")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "name":
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            meaning = f.metadata["help"]
+            if f.metadata.get("choices"):
+                meaning += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+            out.append(f"| `{f.name}` | {_hint_name(hints[f.name])} | `{_toml(default)}` | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"list of {_hint_name(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is dict:
+        return "table of string"
+    return {str: "string", int: "integer", bool: "boolean"}[hint]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{}" if not value else "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return str(value)
