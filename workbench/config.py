@@ -46,7 +46,10 @@ class WorkbenchSettings:
     )
     state_dir: str = setting(
         ".workbench",
-        "Where builds, the ledger, registry data and logs live (relative to this file).",
+        "Where builds, the ledger, registry data and logs live (relative to the checkout).",
+    )
+    checkout: str = setting(
+        "", "The checkout holding salt/, images/ and tests/ (default: the directory of this file)."
     )
     domain: str = setting("wpdn", "Naming domain: hosts are `<role>[-<variant>].<environment>.<domain>`.")
     default_role: str = setting("app", "Role used when a task is given none (`fab sandbox.up`).")
@@ -161,7 +164,7 @@ class Config:
     @property
     def root(self) -> Path:
         """The checkout: relative paths in the file are relative to it."""
-        return self.path.parent
+        return (self.path.parent / self.workbench.checkout).resolve()
 
     @property
     def state_dir(self) -> Path:
