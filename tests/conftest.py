@@ -26,6 +26,10 @@ sys.path.insert(0, str(REPO))
 from workbench import config as wb_config  # noqa: E402
 
 
+# Role tests (tests/roles) run against images, by the bake, never against this machine.
+collect_ignore = ["roles"]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The tier is the folder: tests/unit, tests/integration, tests/e2e.
     for item in items:

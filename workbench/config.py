@@ -120,7 +120,11 @@ class Role:
     tests: str = setting("", "testinfra file (default: tests/roles/test_<role>.py).")
     ports: tuple[int, ...] = setting([], "Ports the role serves on.")
     health: str = setting("", "HTTP path answering 200 when healthy, on the first port (empty: none).")
-    command: tuple[str, ...] = setting([], "The image's command (what runs when it starts).")
+    command: tuple[str, ...] = setting(
+        ["/usr/local/sbin/workbench-init"],
+        "The image's command. The default, from the base state, runs monit in the foreground, "
+        "which starts and supervises the role's services.",
+    )
     aliases: tuple[str, ...] = setting([], "Other names for the role in host names (`hv` for hypervisor).")
     formulas: tuple[str, ...] = setting([], "Extra state roots (formula directories) for this role.")
     idempotence_exempt: tuple[str, ...] = setting(
