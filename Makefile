@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 FAB   := $(VENV)/bin/fab
 
-.PHONY: setup demo test unit lint clean
+.PHONY: setup demo test unit lint
 
 setup:
 	@./scripts/setup.sh
@@ -24,5 +24,3 @@ lint: setup
 	$(VENV)/bin/ruff check workbench fabfile.py tests bench
 	$(VENV)/bin/mypy
 
-clean:
-	$(FAB) clean

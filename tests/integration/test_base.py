@@ -1,0 +1,65 @@
+"""The vanilla base, built for real on the local Docker engine."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import fab
+
+from workbench import base, engine
+from workbench.config import Config
+
+
+def run_in(image: str, *argv: str) -> str:
+    output = engine.client().containers.run(image, list(argv), remove=True)
+    return output.decode()
+
+
+def test_base_runs_python3(base_image: Any) -> None:
+    assert run_in(base_image.tag, "python3", "-c", "print(6 * 7)").strip() == "42"
+
+
+def test_base_labels_record_the_inputs(base_image: Any, wb_cfg: Config) -> None:
+    labels = engine.get_image(base_image.tag).labels
+    assert labels[engine.ROLE_LABEL] == "base"
+    assert labels[engine.PREFIX_LABEL] == wb_cfg.prefix
+    assert labels[engine.INPUTS_LABEL].startswith(base_image.tag.rsplit(":", 1)[1])
+    recorded = json.loads(labels["workbench.base.inputs"])
+    assert recorded["suite"] == wb_cfg.base.suite
+    assert "python3" in recorded["packages"]
+    assert labels["workbench.built"].endswith("+00:00")
+
+
+def test_base_carries_nothing_of_the_build_host(base_image: Any, wb_cfg: Config) -> None:
+    listing = run_in(
+        base_image.tag, "sh", "-c",
+        "ls /usr/local/share/ca-certificates; ls /var/cache/apt/archives; ls /var/lib/apt/lists; cat /etc/apt/sources.list",
+    )
+    for ca in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+        assert ca.name not in listing
+    assert ".deb" not in listing
+    assert f"deb {wb_cfg.base.mirror} {wb_cfg.base.suite} main" in listing
+    assert "-security main" in listing
+
+
+def test_rootfs_tarball_is_kept_for_disk_builders(base_image: Any) -> None:
+    assert base_image.rootfs.is_file()
+    with tarfile.open(base_image.rootfs) as tar:
+        names = set(tar.getnames())
+    assert "./usr/bin/python3" in names or "./usr/bin/python3.11" in names
+
+
+def test_same_inputs_are_found_in_under_a_second(base_image: Any, wb_cfg: Config) -> None:
+    start = time.monotonic()
+    again = base.build_base(wb_cfg)
+    assert time.monotonic() - start < 1.0
+    assert again.cached and again.id == base_image.id
+
+
+def test_fab_image_base_reports_the_cached_base(base_image: Any, wb_config_path: Path) -> None:
+    proc = fab("image.base", config=wb_config_path, check=True)
+    assert f"base {base_image.tag} cached" in proc.stdout
