@@ -380,7 +380,7 @@ def reference_markdown() -> str:
     for title, cls in [*_SECTIONS.items(), *(((f"{k}.<name>"), c) for k, c in _TABLES.items())]:
         out.append(f"#### `[{title}]`\n")
         doc = (cls.__doc__ or "").split(":", 1)[-1].strip()
-        out.append(f"{doc}\n")
+        out.append(f"{doc[:1].upper()}{doc[1:]}\n")
         out.append("| key | type | default | meaning |")
         out.append("| --- | --- | --- | --- |")
         hints = typing.get_type_hints(cls)
