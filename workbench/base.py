@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import engine, progress, run
@@ -114,7 +114,7 @@ def build_base(config: Config, *, force: bool = False, mirror_via: str | None = 
             engine.ROLE_LABEL: "base",
             engine.INPUTS_LABEL: digest,
             "workbench.base.inputs": json.dumps(inputs, sort_keys=True),
-            "workbench.built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "workbench.built": datetime.now(UTC).isoformat(timespec="seconds"),
             "workbench.tool-version": _tool_version(),
         }
         changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()]
@@ -184,7 +184,8 @@ class DebootstrapProgress:
             progress.detail(f"debootstrap: {line[3:]}")
 
     def summary(self) -> str:
-        parts = [f"{self.counts[k]} {k}" for k in ("retrieving", "extracting", "unpacking", "configuring") if k in self.counts]
+        stages = ("retrieving", "extracting", "unpacking", "configuring")
+        parts = [f"{self.counts[k]} {k}" for k in stages if k in self.counts]
         return "debootstrap done: " + (", ".join(parts) if parts else "no packages reported")
 
 

@@ -140,6 +140,33 @@ class Role:
         return self.tests or f"tests/roles/test_{self.name}.py"
 
 
+@dataclass(frozen=True)
+class WatchSettings:
+    """`[watch]`: `fab watch` bakes the roles a new commit changed."""
+
+    repository: str = setting("", "Git repository to watch: a path or a URL (default: the checkout itself).")
+    branch: str = setting("master", "Branch whose new commits fire events.")
+    interval: int = setting(30, "Seconds between two looks at the branch (the HTTP hook fires one at once).")
+    roles: tuple[str, ...] = setting([], "Roles baked when a commit changes their inputs (default: every role).")
+    promote: str = setting("", "Environment freshly baked roles are promoted to (empty: bake only).")
+    hook_port: int = setting(8765, "Loopback port of the HTTP hook; `POST /hook` fires an event (0: no hook).")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """`[pools.<name>]`: hosts of one role that other roles are configured to use."""
+
+    name: str
+    role: str = setting("", "The role its members run (e.g. db, cache).")
+    port: int = setting(0, "Port its members serve on (0: the role's first port).")
+    used_by: tuple[str, ...] = setting([], "Roles whose configuration is rendered from this pool at deploy time.")
+    environments: tuple[str, ...] = setting([], "Environments the pool belongs to (default: every one).")
+    members: tuple[dict[str, str], ...] = setting(
+        [], "Its hosts: `{ name = \"db1\", private = \"10.0.0.5\", public = \"203.0.113.5\" }` (public optional)."
+    )
+    variables: dict[str, str] = setting({}, "Settings handed to its users with the addresses (database name, user...).")
+
+
 DEFAULT_ENVIRONMENTS = ("sandbox", "staging", "production")
 
 _SECTIONS: dict[str, type] = {
@@ -148,8 +175,9 @@ _SECTIONS: dict[str, type] = {
     "cache": CacheSettings,
     "registry": RegistrySettings,
     "builder": BuilderSettings,
+    "watch": WatchSettings,
 }
-_TABLES: dict[str, type] = {"environments": Environment, "roles": Role}
+_TABLES: dict[str, type] = {"environments": Environment, "roles": Role, "pools": Pool}
 
 
 @dataclass(frozen=True)
@@ -164,6 +192,8 @@ class Config:
     builder: BuilderSettings
     environments: Mapping[str, Environment]
     roles: Mapping[str, Role]
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    pools: Mapping[str, Pool] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -231,7 +261,7 @@ def load(path: Path | None = None) -> Config:
 
 def from_dict(data: Mapping[str, Any], path: Path) -> Config:
     problems: list[str] = []
-    sections: dict[str, Any] = {}
+    sections: dict[str, Any] = {}  # section name -> its settings object
     for key in data:
         if key not in _SECTIONS and key not in _TABLES:
             problems.append(f"unknown section [{key}]: expected one of {', '.join([*_SECTIONS, *_TABLES])}")
@@ -241,7 +271,7 @@ def from_dict(data: Mapping[str, Any], path: Path) -> Config:
             problems.append(f"[{key}] must be a table, not {_type_name(raw)}")
             raw = {}
         sections[key] = _build(cls, raw, f"[{key}]", problems)
-    tables: dict[str, dict[str, Any]] = {}
+    tables: dict[str, Any] = {}  # table name -> {entry name -> its object}
     for key, cls in _TABLES.items():
         raw = data.get(key)
         if raw is None:
@@ -368,6 +398,56 @@ def _cross_checks(config: Config) -> list[str]:
     for port_name, port in (("cache", config.cache.port), ("registry", config.registry.port)):
         if not 0 < port < 65536:
             problems.append(f"[{port_name}] port = {port}: not a TCP port")
+    problems.extend(_operations_checks(config))
+    return problems
+
+
+def _operations_checks(config: Config) -> list[str]:
+    """[watch] and [pools.*]: every role and environment they name exists."""
+    problems: list[str] = []
+    watch = config.watch
+    roles = ", ".join(sorted(config.roles)) or "none"
+    for name in watch.roles:
+        if name not in config.roles:
+            problems.append(f"[watch] roles: unknown role {name!r} (roles: {roles})")
+    if watch.promote and watch.promote not in config.environments:
+        problems.append(
+            f"[watch] promote = {watch.promote!r}: no such environment ({', '.join(config.environments)})"
+        )
+    if watch.interval < 1:
+        problems.append(f"[watch] interval = {watch.interval}: wait at least 1 second between looks")
+    if not 0 <= watch.hook_port < 65536:
+        problems.append(f"[watch] hook_port = {watch.hook_port}: not a TCP port (0 turns the hook off)")
+    if not watch.branch.strip() or " " in watch.branch:
+        problems.append(f"[watch] branch = {watch.branch!r}: not a branch name")
+    for pool in config.pools.values():
+        where = f"[pools.{pool.name}]"
+        if not pool.role:
+            problems.append(f"{where}: role is missing: name the role its members run (roles: {roles})")
+        elif pool.role not in config.roles:
+            problems.append(f"{where} role = {pool.role!r}: unknown role (roles: {roles}; add [roles.{pool.role}])")
+        for user in pool.used_by:
+            if user not in config.roles:
+                problems.append(f"{where} used_by: unknown role {user!r} (roles: {roles})")
+        for env in pool.environments:
+            if env not in config.environments:
+                problems.append(f"{where} environments: unknown environment {env!r}")
+        if not 0 <= pool.port < 65536:
+            problems.append(f"{where} port = {pool.port}: not a TCP port")
+        seen: set[str] = set()
+        for index, member in enumerate(pool.members):
+            at = f"{where} members[{index}]"
+            unknown = sorted(set(member) - {"name", "private", "public", "ssh_port"})
+            if unknown:
+                problems.append(f"{at}: unknown key {unknown[0]!r}: expected name, private, public, ssh_port")
+            for key in ("name", "private"):
+                if not member.get(key):
+                    problems.append(f"{at}: {key} is missing (each member needs a name and a private address)")
+            if member.get("name") in seen:
+                problems.append(f"{at}: name {member['name']!r} appears twice in the pool")
+            seen.add(member.get("name", ""))
+            if member.get("ssh_port") and not member["ssh_port"].isdigit():
+                problems.append(f"{at} ssh_port = {member['ssh_port']!r}: not a port number")
     return problems
 
 
@@ -387,7 +467,7 @@ def reference_markdown() -> str:
         for f in dataclasses.fields(cls):
             if f.name == "name":
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
             meaning = f.metadata["help"]
             if f.metadata.get("choices"):
                 meaning += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."

@@ -15,7 +15,9 @@ from .errors import ConfigError, HostNameError
 
 # The first label: a role (letters and digits, starting with a letter, ending
 # with a letter), an optional instance number, an optional variant after '-'.
-_HOST_LABEL = re.compile(r"^(?P<role>[a-z](?:[a-z0-9]*[a-z])?)(?P<index>[0-9]+)?(?:-(?P<variant>[a-z0-9]+(?:-[a-z0-9]+)*))?$")
+_HOST_LABEL = re.compile(
+    r"^(?P<role>[a-z](?:[a-z0-9]*[a-z])?)(?P<index>[0-9]+)?(?:-(?P<variant>[a-z0-9]+(?:-[a-z0-9]+)*))?$"
+)
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 FORM = "<role>[<n>][-<variant>].<environment>.<domain>"
@@ -45,11 +47,14 @@ def parse(name: str, config: Config) -> HostName:
         role = config.role(host.role)
     except ConfigError:
         known = ", ".join(sorted(config.roles)) or "none"
-        raise HostNameError(f"host name {name!r}: unknown role {host.role!r} (roles in {config.path.name}: {known})") from None
+        raise HostNameError(
+            f"host name {name!r}: unknown role {host.role!r} (roles in {config.path.name}: {known})"
+        ) from None
     if host.environment not in config.environments:
         known = ", ".join(config.environments)
         raise HostNameError(
-            f"host name {name!r}: unknown environment {host.environment!r} (environments in {config.path.name}: {known})"
+            f"host name {name!r}: unknown environment {host.environment!r} "
+            f"(environments in {config.path.name}: {known})"
         )
     return HostName(host.fqdn, role.name, host.environment, host.domain, host.variant, host.index)
 

@@ -7,7 +7,6 @@ from workbench import naming
 from workbench.errors import ConfigError, HostNameError
 
 
-
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> wb_config.Config:
     checkout = tmp_path_factory.mktemp("checkout")
