@@ -171,3 +171,66 @@ def _interrupt(proc: subprocess.Popen[str]) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+class Daemon:
+    """A long-running child started by `spawn`: its output goes to a log file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], argv: list[str], log: Path) -> None:
+        self.proc = proc
+        self.argv = argv
+        self.log = log
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = TAIL_LINES) -> list[str]:
+        try:
+            return self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return []
+
+    def failure(self) -> CommandFailed:
+        """The exception for a daemon that exited when it should be running."""
+        code = self.proc.poll()
+        return CommandFailed(self.argv, code if code is not None else 0, time.monotonic() - self.started, self.tail())
+
+    def stop(self, grace: float = 10.0) -> int:
+        """SIGTERM its process group, then SIGKILL after `grace` seconds; its exit code."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        return self.proc.wait()
+
+
+def spawn(
+    argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None, cwd: Path | str | None = None
+) -> Daemon:
+    """Start a daemon in the foreground of its own process group, stdout+stderr to `log`.
+
+    The caller owns it: `Daemon.stop()` ends it and whatever it started.
+    """
+    full = _resolve(argv)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=base_env(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return Daemon(proc, full, log)

@@ -1,0 +1,1 @@
+"""The netbooted homelab: inventory, boot artifacts, the networking node, the VM proof."""
