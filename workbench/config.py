@@ -167,6 +167,27 @@ class Pool:
     variables: dict[str, str] = setting({}, "Settings handed to its users with the addresses (database name, user...).")
 
 
+@dataclass(frozen=True)
+class SandboxSettings:
+    """`[sandbox]`: the Vagrant sandboxes where states are tried before a bake (`fab sandbox.up`)."""
+
+    provider: str = setting(
+        "docker",
+        "Vagrant provider of new sandboxes (`--provider` overrides): a container from the base image, "
+        "or a VM from `box`.",
+        choices=("docker", "libvirt", "virtualbox"),
+    )
+    box: str = setting(
+        "debian/bookworm64",
+        "Vagrant box of VM sandboxes (libvirt, virtualbox); add it first with `vagrant box add`, "
+        "nothing is downloaded.",
+    )
+    memory: int = setting(1024, "MiB of memory of a VM sandbox.")
+    cpus: int = setting(1, "Virtual CPUs of a VM sandbox.")
+    salt_dir: str = setting("/srv/salt", "Where the checkout's salt/ tree is shared, read-only, inside a sandbox.")
+    ready_timeout: int = setting(90, "Seconds a sandbox's services get to answer on the role's ports.")
+
+
 DEFAULT_ENVIRONMENTS = ("sandbox", "staging", "production")
 
 _SECTIONS: dict[str, type] = {
@@ -176,6 +197,7 @@ _SECTIONS: dict[str, type] = {
     "registry": RegistrySettings,
     "builder": BuilderSettings,
     "watch": WatchSettings,
+    "sandbox": SandboxSettings,
 }
 _TABLES: dict[str, type] = {"environments": Environment, "roles": Role, "pools": Pool}
 
@@ -193,6 +215,7 @@ class Config:
     environments: Mapping[str, Environment]
     roles: Mapping[str, Role]
     watch: WatchSettings = field(default_factory=WatchSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     pools: Mapping[str, Pool] = field(default_factory=dict)
 
     @property
