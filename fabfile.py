@@ -107,8 +107,82 @@ def base(c, force=False):
     print(f"base {image.tag} {state}: id {image.id[7:19]}, {human_size(image.size)}, {image.seconds:.2f}s")
 
 
+# --- watch (operations) ---------------------------------------------------------
+
+
+@wb(
+    name="watch",
+    help={
+        "once": "look once, process what is new, exit (non-zero if an event failed)",
+        "repository": "git repository to watch, a path or URL (default: [watch] repository, else this checkout)",
+        "branch": "branch to watch (default: [watch] branch, master)",
+        "promote": "environment to promote freshly baked roles to (default: [watch] promote)",
+        "interval": "seconds between looks (default: [watch] interval)",
+        "hook_port": "loopback port of the HTTP hook, 0 for none (default: [watch] hook_port)",
+    },
+)
+def watch_run(c, once=False, repository="", branch="", promote="", interval=0, hook_port=-1):
+    """Bake (and test) the roles each new commit changed; `POST /hook` on loopback fires an event."""
+    from workbench import watch as wb_watch
+
+    cfg = _config()
+    tgt = wb_watch.target(
+        cfg,
+        repository=repository,
+        branch=branch,
+        promote=promote,
+        interval=interval or None,
+        hook_port=hook_port if hook_port >= 0 else None,
+    )
+    summary = wb_watch.watch(cfg, tgt, once=once)
+    print(f"watched {summary.branch} of {summary.source}: {summary.events} event(s), {summary.failed} failed")
+    if summary.failed and once:
+        raise Exit(code=1)
+
+
+@wb(name="log", help={"lines": "how many of the last events (default 20, 0: all)", "json": "JSON lines"})
+def watch_log(c, lines=20, json=False):
+    """Show the watcher's events: commit, trigger, roles baked, outcome."""
+    from workbench import watch as wb_watch
+
+    events = wb_watch.read_log(_config(), limit=lines)
+    if json:
+        for event in events:
+            print(__import__("json").dumps(event.to_dict(), sort_keys=True))
+        return
+    if not events:
+        print("no events yet (fab watch --once processes the branch head)")
+    for event in events:
+        roles = ", ".join(f"{o.role} {o.status}" for o in event.outcomes) or "nothing to bake"
+        print(f"{event.time}  {event.commit[:10]}  {event.trigger:<5}  {event.status:<9}  {roles}  {event.subject}")
+        if event.error:
+            print(f"    error: {event.error}")
+        for outcome in event.outcomes:
+            if outcome.status.endswith("failed"):
+                print(f"    {outcome.role}: {outcome.detail.splitlines()[0] if outcome.detail else ''}")
+
+
+@wb(name="unit", help={"write": "write the unit to this path instead of printing it"})
+def watch_unit(c, write=""):
+    """Print (or write) a systemd unit running `fab watch` as a service."""
+    from workbench import watch as wb_watch
+
+    text = wb_watch.systemd_unit(_config(), HERE / ".venv/bin/fab")
+    if write:
+        Path(write).write_text(text)
+        print(f"wrote {write}: systemctl enable --now {Path(write).name}")
+        return
+    print(text, end="")
+
+
+watch_ns = Collection("watch")
+watch_ns.add_task(watch_run, default=True)
+watch_ns.add_task(watch_log)
+watch_ns.add_task(watch_unit)
+
+
 name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
 image_ns = Collection("image", base)
 
-ns = Collection(name_ns, config_ns, image_ns)
+ns = Collection(name_ns, config_ns, image_ns, watch_ns)
