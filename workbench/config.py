@@ -106,6 +106,7 @@ class Environment:
 
     name: str
     frontend_port: int = setting(0, "Loopback port of the environment's nginx frontend (0: none).")
+    frontend_role: str = setting("app", "Role the frontend sends requests to (`/` and below).")
     retention: int = setting(10, "Releases per role kept rollback-able.")
     variables: dict[str, str] = setting({}, "Settings given to containers at deploy time (environment).")
 
@@ -413,6 +414,11 @@ def _cross_checks(config: Config) -> list[str]:
     for env in config.environments.values():
         if env.frontend_port and not 0 < env.frontend_port < 65536:
             problems.append(f"[environments.{env.name}] frontend_port = {env.frontend_port}: not a TCP port")
+        if env.frontend_port and config.roles and env.frontend_role not in config.roles:
+            problems.append(
+                f"[environments.{env.name}] frontend_role = {env.frontend_role!r}: no such role "
+                f"(roles: {', '.join(config.roles)})"
+            )
         if env.retention < 1:
             problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
         for var in env.variables:
