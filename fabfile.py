@@ -181,8 +181,59 @@ watch_ns.add_task(watch_log)
 watch_ns.add_task(watch_unit)
 
 
+# --- pools (operations) -----------------------------------------------------------
+
+
+@wb(name="show", help={"pool": "only this pool (default: every pool)", "json": "print JSON"})
+def pools_show(c, pool="", json=False):
+    """Show each pool: its role, port, members (private/public) and the roles that use it."""
+    import dataclasses
+
+    from workbench import pools as wb_pools
+
+    cfg = _config()
+    views = wb_pools.show(cfg, pool or "")
+    if json:
+        _print_json([dataclasses.asdict(v) for v in views])
+        return
+    if not views:
+        print(f"no pools in {cfg.path} (declare one as [pools.<name>])")
+    for view in views:
+        print(f"{view.name}  role {view.role}, port {view.port or '-'}, environments {', '.join(view.environments)}")
+        print(f"    used by: {', '.join(view.used_by) or 'nobody'}")
+        for m in view.members:
+            print(f"    {m.name:<16} private {m.private:<16} public {m.public or '-'}")
+        if not view.members:
+            print("    (no members)")
+    uses = wb_pools.users(cfg)
+    if uses:
+        print("roles: " + "; ".join(f"{role} uses {', '.join(names)}" for role, names in sorted(uses.items())))
+
+
+@wb(
+    name="render",
+    positional=["role"],
+    help={"role": "the role being deployed", "environment": "environment (default: staging)", "env": "as variables"},
+)
+def pools_render(c, role, environment="staging", env=False):
+    """Print what a role is given about its pools at deploy time (pools.json, or its variables)."""
+    from workbench import pools as wb_pools
+
+    document = wb_pools.render(_config(), role, environment)
+    if env:
+        for key, value in sorted(wb_pools.environment_variables(document).items()):
+            print(f"{key}={value}")
+        return
+    _print_json(document)
+
+
+pools_ns = Collection("pools")
+pools_ns.add_task(pools_show)
+pools_ns.add_task(pools_render)
+
+
 name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
 image_ns = Collection("image", base)
 
-ns = Collection(name_ns, config_ns, image_ns, watch_ns)
+ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns)
