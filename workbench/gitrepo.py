@@ -9,6 +9,7 @@ path or a remote URL.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,14 +128,21 @@ class Mirror:
         return self._git("ls-tree", "-r", "--full-tree", sha, "--", *paths)
 
     def export(self, sha: str, dest: Path) -> Path:
-        """The tree of `sha` written out under `dest` (replaced if it exists)."""
-        archive = dest.with_suffix(".tar")
-        dest.mkdir(parents=True, exist_ok=True)
+        """A detached worktree of `sha` at `dest` (replacing any left there).
+
+        A worktree rather than an archive: tools that ask git about the tree
+        they build from (the bake labels images with the commit) get this
+        commit, not the commit of a repository the state directory sits in.
+        """
+        self.remove_export(dest)
         try:
-            self._git("archive", "--format=tar", "-o", str(archive), sha)
-            run.capture(["tar", "--no-same-owner", "-xf", str(archive), "-C", str(dest)])
-        except (OSError, CommandFailed) as exc:
-            raise WorkbenchError(f"watch: cannot export commit {sha[:10]} to {dest}: {exc}") from None
-        finally:
-            archive.unlink(missing_ok=True)
+            self._git("worktree", "add", "--quiet", "--detach", "--force", str(dest), sha)
+        except CommandFailed as exc:
+            raise WorkbenchError(f"watch: cannot check out commit {sha[:10]} at {dest}: {exc}") from None
         return dest
+
+    def remove_export(self, dest: Path) -> None:
+        if (self.path / "HEAD").is_file():
+            run.capture(["git", "--git-dir", str(self.path), "worktree", "remove", "--force", str(dest)], check=False)
+            run.capture(["git", "--git-dir", str(self.path), "worktree", "prune"], check=False)
+        shutil.rmtree(dest, ignore_errors=True)

@@ -19,7 +19,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -272,7 +271,6 @@ class Watcher:
             status="started",
         )
         checkout = self.dir / "checkout"
-        shutil.rmtree(checkout, ignore_errors=True)
         try:
             cfg = commit_config(self.config, self.mirror.export(commit.sha, checkout))
             changed = self._changed_roles(cfg, commit.sha, state)
@@ -283,7 +281,7 @@ class Watcher:
             seconds = round(time.monotonic() - start, 2)
             return dataclasses.replace(base, status="failed", error=str(exc), seconds=seconds)
         finally:
-            shutil.rmtree(checkout, ignore_errors=True)
+            self.mirror.remove_export(checkout)
         failed = any(o.status.endswith("failed") for o in outcomes)
         status = "failed" if failed else ("ok" if changed else "unchanged")
         progress.detail(f"event {status} in {time.monotonic() - start:.1f}s")
@@ -447,7 +445,7 @@ def _failures(events: list[Event]) -> int:
 def default_bake(config: Config, role: str) -> str:
     """Bake `role` with its tests through the bake pipeline (workbench.bake)."""
     try:
-        from . import bake  # type: ignore[attr-defined]
+        from . import bake
     except ImportError:
         raise WorkbenchError("watch: the bake pipeline (workbench/bake.py) is not installed in this checkout") from None
     result = bake.bake_role(config, role)
@@ -457,10 +455,12 @@ def default_bake(config: Config, role: str) -> str:
 def default_promote(config: Config, role: str, image: str, environment: str) -> str:
     """Promote the freshly baked `role` to `environment` (workbench.release)."""
     try:
-        from . import release  # type: ignore[attr-defined]
+        from . import release
     except ImportError:
         raise WorkbenchError("watch: releases (workbench/release.py) are not installed in this checkout") from None
-    record = release.promote(config, role, environment)
+    # Exactly the image the event baked (`workbench/app:7`), not whatever is newest by then.
+    number = image.rsplit(":", 1)[-1]
+    record = release.promote(config, role, environment, version=int(number) if number.isdigit() else None)
     return str(getattr(record, "tag", record))
 
 

@@ -349,3 +349,8 @@ def test_mirror_exports_the_committed_tree(repo: Path, tmp_path: Path) -> None:
     head = mirror.fetch()
     out = mirror.export(head, tmp_path / "out")
     assert (out / "salt/app/init.sls").read_text() == "app: {}\n"
+    # Git run inside the export names the commit, clean.
+    assert git(out, "rev-parse", "HEAD").strip() == head
+    assert git(out, "status", "--porcelain", "--untracked-files=no") == ""
+    mirror.remove_export(out)
+    assert not out.exists()
