@@ -107,6 +107,68 @@ def base(c, force=False):
     print(f"base {image.tag} {state}: id {image.id[7:19]}, {human_size(image.size)}, {image.seconds:.2f}s")
 
 
+@wb(
+    name="bake",
+    positional=["role"],
+    help={
+        "role": "the role to bake (a [roles.<name>] of workbench.toml), e.g. app",
+        "all": "bake every role, in parallel up to [builder] parallel",
+        "force": "bake even if an image with the same inputs exists",
+        "keep_failed": "on failure keep the build container and candidate image (named <prefix>-failed-...)",
+        "json": "print the results as JSON",
+    },
+)
+def image_bake(c, role="", all=False, force=False, keep_failed=False, json=False):
+    """Bake a role image with Packer and masterless Salt, verify it with testinfra, tag it <role>:<N>."""
+    from workbench import bake as wb_bake
+    from workbench.errors import ConfigError
+
+    cfg = _config()
+    if all == bool(role):
+        raise ConfigError("give one role (fab image.bake app) or --all, not " + ("both" if all else "neither"))
+    results = wb_bake.bake(cfg, list(cfg.roles) if all else [role], force=force, keep_failed=keep_failed)
+    if json:
+        _print_json([r.to_dict() for r in results])
+        return
+    for result in results:
+        print(result.summary())
+
+
+@wb(name="list", help={"role": "only this role", "json": "print JSON"})
+def image_list(c, role="", json=False):
+    """List accepted role images: role, version, inputs hash, age, size, test result."""
+    from workbench import images as wb_images
+    from workbench.progress import human_size
+
+    found = wb_images.list_images(_config(), role or None)
+    if json:
+        _print_json([i.to_dict() for i in found])
+        return
+    if not found:
+        print("no role images yet (fab image.bake <role>)")
+        return
+    print(f"{'IMAGE':<28} {'INPUTS':<12} {'AGE':>5} {'SIZE':>9}  TESTS")
+    for i in found:
+        dirty = " (dirty checkout)" if i.git_dirty else ""
+        print(f"{i.tag:<28} {i.inputs[:12]:<12} {wb_images.human_age(i.age_seconds):>5} "
+              f"{human_size(i.size):>9}  {i.verify}: {i.tests}{dirty}")
+
+
+@wb(name="prune", help={"keep": "versions to keep per role (newest)", "role": "only this role"})
+def image_prune(c, keep=3, role=""):
+    """Remove old role image versions, never one a release record points at."""
+    from workbench import images as wb_images
+
+    result = wb_images.prune(_config(), int(keep), role or None)
+    for tag in result.removed:
+        print(f"removed {tag}")
+    for tag in result.kept_released:
+        print(f"kept {tag}: a release points at it")
+    if not result.ledger_checked:
+        print("note: no release ledger in this checkout; pruned by version only")
+    print(f"pruned {len(result.removed)} image(s), kept the newest {keep} per role")
+
+
 # --- watch (operations) ---------------------------------------------------------
 
 
@@ -232,8 +294,359 @@ pools_ns.add_task(pools_show)
 pools_ns.add_task(pools_render)
 
 
+# --- netboot -------------------------------------------------------------------
+
+_INVENTORY_HELP = "inventory file (default: netboot/inventory.toml)"
+
+
+def _inventory(cfg: Any, inventory: str) -> Any:
+    from workbench.netboot import inventory as wb_inventory
+
+    return wb_inventory.load(cfg, inventory or None)
+
+
+@wb(name="build", help={"force": "rebuild the live image even if it is up to date", "inventory": _INVENTORY_HELP})
+def netboot_build(c, force=False, inventory=""):
+    """Build the live hypervisor image (kernel, initrd, squashfs) and the iPXE scripts."""
+    from workbench.netboot import artifacts, boot, node
+
+    cfg = _config()
+    inv = _inventory(cfg, inventory)
+    live = artifacts.build_live(cfg, force=force)
+    scripts = boot.write_tree(inv, live, node.node_dir(cfg) / "http")
+    state = "cached" if live.cached else f"built in {live.seconds:.0f}s"
+    sizes = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in live.sizes.items())
+    print(f"live image {live.digest} {state}: {sizes}; {len(scripts)} iPXE scripts in {scripts[0].parent}")
+
+
+@wb(name="serve", help={"inventory": _INVENTORY_HELP})
+def netboot_serve(c, inventory=""):
+    """Run the networking node (DHCP, TFTP, DNS, HTTP) in its namespace until Ctrl-C or netboot.stop."""
+    from workbench.netboot import node
+
+    cfg = _config()
+    node.serve(cfg, _inventory(cfg, inventory))
+
+
+@wb(name="status", help={"inventory": _INVENTORY_HELP, "json": "print JSON"})
+def netboot_status(c, inventory="", json=False):
+    """Show each node's boot timeline: DHCP, iPXE, kernel, initrd, root image, report."""
+    from workbench.netboot import netns, node, timeline
+
+    cfg = _config()
+    lines = timeline.build(_inventory(cfg, inventory), node.node_dir(cfg))
+    running = netns.exists(netns.namespace_name(cfg.prefix))
+    if json:
+        _print_json({"running": running, "nodes": [t.to_dict() for t in lines]})
+        return
+    print(f"node: {'running' if running else 'not running'} (namespace {netns.namespace_name(cfg.prefix)})")
+    print(timeline.render(lines))
+
+
+@wb(name="stop")
+def netboot_stop(c):
+    """Stop the networking node and remove its namespace (also after a crash)."""
+    from workbench.netboot import node
+
+    done = node.stop(_config())
+    print("\n".join(done) if done else "netboot: nothing was running")
+
+
+@wb(
+    name="test",
+    help={
+        "node": "MAC or name of the node to boot (default: the first)",
+        "inventory": _INVENTORY_HELP,
+        "json": "print the result as JSON",
+    },
+)
+def netboot_test(c, node="", inventory="", json=False):
+    """Prove the boot end to end: a qemu VM PXE-boots the live system in a namespace and reports back."""
+    from workbench.netboot import labtest
+
+    cfg = _config()
+    result = labtest.run_test(cfg, _inventory(cfg, inventory), node or None)
+    if json:
+        _print_json(result.to_dict())
+        return
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items())
+    print(
+        f"netboot test passed: {result.reported_name} reported role {result.reported_role} "
+        f"{result.boot_seconds:.1f}s after power-on ({phases}); local disk unchanged"
+    )
+
+
+netboot_ns = Collection("netboot", netboot_build, netboot_serve, netboot_status, netboot_stop, netboot_test)
+
+
+# --- sandbox --------------------------------------------------------------------
+
+_SANDBOX_HELP = {"role": "a role or a sandbox name, e.g. app or app.sandbox.wpdn (default: [workbench] default_role)"}
+_SANDBOX_JSON = {**_SANDBOX_HELP, "json": "print JSON"}
+
+
+@wb(name="up", help={**_SANDBOX_JSON, "provider": "docker (default), libvirt or virtualbox"})
+def sandbox_up(c, role="", provider="", json=False):
+    """Bring up a role's sandbox (<role>.sandbox.<domain>) and apply its states: `fab sandbox.up app`."""
+    from workbench import sandbox
+
+    result = sandbox.up(_config(), role or None, provider or None)
+    if json:
+        _print_json(result)
+        return
+    print(
+        f"sandbox {result['sandbox']} up ({result['provider']}, {result['address'] or 'no address'}): "
+        f"{result['applied']} states, {len(result['changed'])} changed, {result['seconds']}s"
+    )
+
+
+@wb(name="provision", help=_SANDBOX_JSON)
+def sandbox_provision(c, role="", json=False):
+    """Re-apply the role's states from the live salt/ tree in its running sandbox."""
+    from workbench import sandbox
+
+    result = sandbox.provision(_config(), role or None)
+    if json:
+        _print_json(result)
+        return
+    changed = ", ".join(result["changed"]) or "nothing"
+    print(f"sandbox {result['sandbox']} provisioned: {result['applied']} states, changed {changed}, {result['seconds']}s")
+
+
+@wb(name="test", help=_SANDBOX_HELP)
+def sandbox_test(c, role=""):
+    """Run the role's testinfra tests against its sandbox, over SSH."""
+    from workbench import sandbox
+
+    result = sandbox.test(_config(), role or None)
+    print(f"sandbox {result['sandbox']}: {result['tests']} passed, {result['seconds']}s")
+
+
+@wb(name="ssh", help={**_SANDBOX_HELP, "command": "run this command (vagrant ssh -c) and exit"})
+def sandbox_ssh(c, role="", command=""):
+    """Log into a sandbox (vagrant ssh), or run one command there with -c."""
+    from workbench import sandbox
+
+    code = sandbox.ssh(_config(), role or None, command or None)
+    if code != 0:
+        raise Exit(code=code)
+
+
+@wb(name="status", help={"json": "print JSON"})
+def sandbox_status(c, json=False):
+    """List the sandboxes: name, role, Vagrant state, provider, address on the sandbox network."""
+    import dataclasses
+
+    from workbench import sandbox
+
+    rows = sandbox.status(_config())
+    if json:
+        _print_json([dataclasses.asdict(r) for r in rows])
+        return
+    for r in rows:
+        print(f"{r.name:<32} {r.role:<12} {r.state:<12} {r.provider or '-':<10} {r.address or '-'}")
+
+
+@wb(name="halt", help=_SANDBOX_HELP)
+def sandbox_halt(c, role=""):
+    """Stop a sandbox, keeping it (vagrant halt); `sandbox.up` starts it again."""
+    from workbench import sandbox
+
+    sandbox.halt(_config(), role or None)
+    print("halted")
+
+
+@wb(name="destroy", help={**_SANDBOX_HELP, "all": "destroy every sandbox"})
+def sandbox_destroy(c, role="", all=False):
+    """Remove a sandbox and everything it left (also after a failed up)."""
+    from workbench import sandbox
+
+    removed = sandbox.destroy(_config(), role or None, all=all)
+    print(f"destroyed: {', '.join(removed)}" if removed else "no sandbox to destroy")
+
+
+sandbox_ns = Collection(
+    "sandbox", sandbox_up, sandbox_provision, sandbox_test, sandbox_ssh, sandbox_status, sandbox_halt, sandbox_destroy
+)
+
+
+# --- release -------------------------------------------------------------------
+
+_JSON = "print JSON"
+
+
+def _release_line(r: Any) -> str:
+    what = f"{r.action} of {r.rollback_of}" if r.rollback_of else r.action
+    status = "" if r.status == "released" else f"  [{r.status}]"
+    return (f"{r.tag:<10} {r.environment:<11} {r.image:<22} {r.digest[7:19] or '-':<12} "
+            f"{r.at:<25} {r.who:<8} {what}: {r.message or '-'}{status}")
+
+
+@wb(
+    name="promote",
+    positional=["role"],
+    help={
+        "role": "the role to promote, e.g. app",
+        "env": "the environment to promote into, e.g. staging",
+        "version": "the image version (app:7); default: the newest verified image",
+        "message": "why (kept in the ledger)",
+    },
+)
+def release_promote(c, role, env="", version=0, message=""):
+    """Promote the role's newest verified image (or --version) into an environment; prints the release tag."""
+    from workbench import release
+
+    if not env:
+        raise WorkbenchError("release.promote needs --env (e.g. --env staging)")
+    done = release.promote(_config(), role, env, version=version or None, message=message)
+    print(f"{done.tag} serves {done.role} in {done.environment}: {done.image} {done.digest}")
+
+
+@wb(
+    name="rollback",
+    positional=["tag"],
+    help={
+        "tag": "the release to put back, e.g. app-12 (or none, with --env and --role: back one release)",
+        "env": "the environment (with --role, instead of a tag)",
+        "role": "the role (with --env, instead of a tag)",
+        "message": "why (kept in the ledger)",
+    },
+)
+def release_rollback(c, tag="", env="", role="", message=""):
+    """Put an earlier release's exact digest back into its environment, recorded as a new release."""
+    from workbench import release
+
+    done = release.rollback(_config(), tag or None, env or None, role or None, message=message)
+    print(f"{done.tag} serves {done.role} in {done.environment}: rollback to {done.rollback_of}, {done.digest}")
+
+
+@wb(name="list", help={"json": _JSON})
+def release_list(c, json=False):
+    """The release serving each role in each environment."""
+    from workbench import release
+
+    serving = release.current(_config())
+    if json:
+        _print_json([r.to_dict() for r in serving])
+        return
+    if not serving:
+        print("nothing released yet (fab release.promote <role> --env <environment>)")
+    for r in serving:
+        print(_release_line(r))
+
+
+@wb(name="history", help={"env": "only this environment", "role": "only this role", "json": _JSON})
+def release_history(c, env="", role="", json=False):
+    """Every promotion and rollback, oldest first (failed and aborted attempts included)."""
+    from workbench import release
+
+    records = release.history(_config(), env or None, role or None)
+    if json:
+        _print_json([r.to_dict() for r in records])
+        return
+    if not records:
+        print("no releases")
+    for r in records:
+        print(_release_line(r))
+
+
+@wb(name="show", positional=["tag"], help={"tag": "a release tag, e.g. app-12", "json": _JSON})
+def release_show(c, tag, json=False):
+    """One release record in full."""
+    from workbench import release
+
+    record, pinned = release.show(_config(), tag)
+    data = {**record.to_dict(), "pinned": pinned}
+    if json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        print(f"{key:<12} {value if value not in (None, '') else '-'}")
+
+
+@wb(name="diff", positional=["tag_a", "tag_b"], help={"tag_a": "older release", "tag_b": "newer release",
+                                                         "json": _JSON})
+def release_diff(c, tag_a, tag_b, json=False):
+    """Packages added, removed, upgraded between two releases' images, and their state-tree changes."""
+    from workbench import release_diff as rdiff
+
+    result = rdiff.diff(_config(), tag_a, tag_b)
+    if json:
+        _print_json(result.to_dict())
+        return
+    print(rdiff.render(result))
+
+
+@wb(name="pin", positional=["tag"], help={"tag": "the release to keep forever, e.g. app-12"})
+def release_pin(c, tag):
+    """Keep a release rollback-able forever (retention never prunes it)."""
+    from workbench import release
+
+    fresh = release.pin(_config(), tag)
+    print(f"{tag} pinned" if fresh else f"{tag} was already pinned")
+
+
+@wb(name="prune", help={"dry_run": "only say what would be removed"})
+def release_prune(c, dry_run=False):
+    """Remove local images of releases outside every retention window and not pinned (the registry keeps all)."""
+    from workbench import release
+
+    removed = release.prune(_config(), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for line in removed:
+        print(f"{verb} {line}")
+    print(f"{len(removed)} image(s) {verb}")
+
+
+release_ns = Collection(
+    "release", release_promote, release_rollback, release_list, release_history, release_show, release_diff,
+    release_pin, release_prune,
+)
+
+
+# --- registry --------------------------------------------------------------------
+
+
+@wb(name="up")
+def registry_up(c):
+    """Start the local registry on loopback in the background (data under the state directory)."""
+    from workbench import registry
+
+    cfg = _config()
+    reg, started = registry.up(cfg)
+    print(f"registry {'started' if started else 'already running'} on {reg.address} (pid {reg.pid})")
+
+
+@wb(name="down")
+def registry_down(c):
+    """Stop the background registry (its data stays)."""
+    from workbench import registry
+
+    print("registry stopped" if registry.down(_config()) else "registry was not running")
+
+
+@wb(name="status", help={"json": _JSON})
+def registry_status(c, json=False):
+    """Whether the background registry runs, and where."""
+    from workbench import registry
+
+    cfg = _config()
+    reg = registry.status(cfg)
+    data = {"running": reg is not None, "address": f"{cfg.registry.host}:{cfg.registry.port}",
+            "pid": reg.pid if reg else None, "data": str(registry.directory(cfg) / "data")}
+    if json:
+        _print_json(data)
+        return
+    print(f"registry {'running' if reg else 'stopped'} on {data['address']} (data {data['data']})")
+
+
+registry_ns = Collection("registry", registry_up, registry_down, registry_status)
+
+
 name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
-image_ns = Collection("image", base)
+image_ns = Collection("image", base, image_bake, image_list, image_prune)
 
-ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns)
+ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, release_ns, registry_ns)
+ns.add_collection(netboot_ns)
+ns.add_collection(sandbox_ns)

@@ -1,0 +1,173 @@
+"""The node's HTTP server: boot scripts and live artifacts, request log, report-back.
+
+Run as its own process (`python -m workbench.netboot.httpserve ...`) so it can
+live inside the lab's network namespace. Every request becomes one JSON line in
+the request log (start, end, client, path, status, bytes) for the boot timeline;
+`POST /report` stores what a booted node says about itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .. import run
+from ..errors import NetbootError
+
+READY = "httpserve: serving"
+PORT_IN_USE = "httpserve: address in use"
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    log_path: Path
+    reports: Path
+    lock = threading.Lock()
+
+    def _record(self, start: float, status: int, size: int) -> None:
+        entry = {
+            "start": start,
+            "end": time.time(),
+            "client": self.client_address[0],
+            "method": self.command,
+            "path": self.path,
+            "status": status,
+            "bytes": size,
+        }
+        with self.lock, open(self.log_path, "a") as log:
+            log.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def do_GET(self) -> None:
+        start = time.time()
+        self._status = 0
+        self._size = 0
+        super().do_GET()
+        self._record(start, self._status, self._size)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        # Counting as we copy: a transfer cut short shows as fewer bytes.
+        while chunk := source.read(1 << 20):
+            outputfile.write(chunk)
+            self._size += len(chunk)
+
+    def do_POST(self) -> None:
+        start = time.time()
+        if self.path != "/report":
+            self.send_error(404)
+            self._record(start, 404, 0)
+            return
+        length = int(self.headers.get("Content-Length", "0"))
+        try:
+            report = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self.send_error(400, "report must be JSON")
+            self._record(start, 400, 0)
+            return
+        report["client"] = self.client_address[0]
+        report["received"] = time.time()
+        self.reports.mkdir(parents=True, exist_ok=True)
+        (self.reports / f"{self.client_address[0]}.json").write_text(json.dumps(report, sort_keys=True))
+        self.send_response(204)
+        self.end_headers()
+        self._record(start, 204, length)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the JSON request log replaces the default stderr lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--bind", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--reports", type=Path, required=True)
+    args = parser.parse_args(argv)
+    handler = type("Handler", (_Handler,), {"log_path": args.log, "reports": args.reports})
+    try:
+        server = ThreadingHTTPServer((args.bind, args.port), partial(handler, directory=str(args.root)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"{PORT_IN_USE}: {args.bind}:{args.port}", flush=True)
+            return 2
+        print(f"httpserve: cannot listen on {args.bind}:{args.port}: {exc.strerror}", flush=True)
+        return 1
+    print(f"{READY} {args.root} on {args.bind}:{args.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+@contextmanager
+def serving(
+    root: Path, bind: str, port: int, state: Path, netns: str | None = None, timeout: float = 15.0
+) -> Iterator[run.Daemon]:
+    """The HTTP server as a daemon (inside `netns`), ready when this yields, stopped after."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    argv = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "workbench.netboot.httpserve",
+        f"--root={root}",
+        f"--bind={bind}",
+        f"--port={port}",
+        f"--log={state / 'http.jsonl'}",
+        f"--reports={state / 'reports'}",
+    ]
+    out = state / "http.out"
+    out.unlink(missing_ok=True)
+    daemon = run.spawn(argv, log=out, cwd=Path(__file__).resolve().parents[2])
+    try:
+        _wait_ready(daemon, bind, port, timeout)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _wait_ready(daemon: run.Daemon, bind: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = "\n".join(daemon.tail())
+        if READY in text:
+            return
+        if not daemon.alive():
+            if PORT_IN_USE in text:
+                raise NetbootError(
+                    f"the HTTP port {bind}:{port} is already in use: stop what holds it "
+                    "(`fab netboot.stop` if it is an earlier node) or set [network] http_port in the inventory"
+                )
+            raise NetbootError(f"the HTTP server exited at start: {daemon.failure()}")
+        time.sleep(0.05)
+    daemon.stop()
+    raise NetbootError(f"the HTTP server did not start within {timeout:.0f}s (log: {daemon.log})")
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_reports(state: Path) -> dict[str, dict[str, Any]]:
+    """Reports by client address."""
+    folder = state / "reports"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

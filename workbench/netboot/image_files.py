@@ -1,0 +1,100 @@
+"""Files the live image gets beyond packages and states: the report-back unit."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+# Runs once userspace is up. The name comes from DHCP (the initramfs' ipconfig
+# leaves it in /run/net-<iface>.conf, e.g. `HOSTNAME='hv1'` and
+# `DNSDOMAIN='lab.wpdn'`), the role from the kernel command line the node's
+# iPXE script set (`wb.role=hypervisor`), and the report goes to `wb.report=URL`.
+REPORT_SCRIPT = r'''#!/usr/bin/python3
+"""Tell the networking node this live system is up: host name, role, uptime."""
+import glob
+import json
+import shlex
+import socket
+import sys
+import time
+import urllib.request
+
+
+def dhcp_name():
+    for path in sorted(glob.glob("/run/net-*.conf")):
+        values = {}
+        for line in open(path):
+            key, _, value = line.strip().partition("=")
+            values[key] = (shlex.split(value) or [""])[0]
+        host, domain = values.get("HOSTNAME", ""), values.get("DNSDOMAIN", "")
+        if host:
+            return f"{host}.{domain}" if domain and "." not in host else host
+    return ""
+
+
+def main():
+    args = dict(a.split("=", 1) for a in open("/proc/cmdline").read().split() if "=" in a)
+    name = dhcp_name()
+    if name:
+        socket.sethostname(name.split(".")[0])
+    report = {
+        "name": name,
+        "role": args.get("wb.role", ""),
+        "image_role": open("/etc/workbench/role").read().strip(),
+        "uptime": float(open("/proc/uptime").read().split()[0]),
+    }
+    line = "workbench-report: " + json.dumps(report, sort_keys=True)
+    with open("/dev/console", "w") as console:
+        console.write(line + "\n")
+    url = args.get("wb.report")
+    if not url:
+        return 0
+    body = json.dumps(report).encode()
+    for _ in range(30):
+        try:
+            request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=5).read()
+            return 0
+        except OSError as exc:
+            print(f"report to {url} failed: {exc}; retrying", file=sys.stderr)
+            time.sleep(2)
+    return 1
+
+
+sys.exit(main())
+'''
+
+REPORT_UNIT = """[Unit]
+Description=Report this live node to the networking node
+After=network.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/workbench-report
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def digest() -> str:
+    return hashlib.sha256((REPORT_SCRIPT + REPORT_UNIT).encode()).hexdigest()
+
+
+def install(root: Path, role: str) -> None:
+    script = root / "usr/local/sbin/workbench-report"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(REPORT_SCRIPT)
+    script.chmod(0o755)
+    unit = root / "etc/systemd/system/workbench-report.service"
+    unit.write_text(REPORT_UNIT)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "workbench-report.service"
+    link.unlink(missing_ok=True)
+    link.symlink_to("/etc/systemd/system/workbench-report.service")
+    (root / "etc/workbench").mkdir(parents=True, exist_ok=True)
+    (root / "etc/workbench/role").write_text(role + "\n")
+    # The name comes from DHCP at boot, never from the build.
+    (root / "etc/hostname").write_text("localhost\n")

@@ -1,0 +1,86 @@
+"""The lab's isolated network: a namespace with a bridge the node and the VMs share.
+
+Traffic never leaves it: no veth to the host, no route out. The node's address
+sits on the bridge; each VM gets a tap device enslaved to it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import run
+from ..errors import CommandFailed, NetbootError
+
+BRIDGE = "nb0"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    bridge: str
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+
+def namespace_name(prefix: str) -> str:
+    return f"{prefix}-nb"
+
+
+def exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def _ip(*args: str, netns: str | None = None) -> None:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    run.capture([*prefix, "ip", *args])
+
+
+def _check_permission() -> None:
+    if os.geteuid() != 0:
+        raise NetbootError(
+            "the netboot lab needs network namespaces, bridges and tap devices, which need root "
+            "(CAP_NET_ADMIN): run as root or with sudo"
+        )
+
+
+@contextmanager
+def lab(name: str, address: str, prefixlen: int) -> Iterator[Lab]:
+    """Create namespace `name` with bridge nb0 holding `address`; always removed after."""
+    _check_permission()
+    if exists(name):
+        raise NetbootError(
+            f"network namespace {name} already exists: a node is running or was killed; `fab netboot.stop` removes it"
+        )
+    try:
+        run.capture(["ip", "netns", "add", name])
+    except CommandFailed as exc:
+        raise NetbootError(f"cannot create network namespace {name}: {exc}") from None
+    try:
+        _ip("link", "set", "lo", "up", netns=name)
+        _ip("link", "add", BRIDGE, "type", "bridge", netns=name)
+        # A bridge with no forwarding delay: the VM's first DHCP packet must not be dropped.
+        _ip("link", "set", BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0", netns=name)
+        _ip("addr", "add", f"{address}/{prefixlen}", "dev", BRIDGE, netns=name)
+        _ip("link", "set", BRIDGE, "up", netns=name)
+        yield Lab(name, BRIDGE)
+    finally:
+        remove(name)
+
+
+def add_tap(lab: Lab, tap: str) -> None:
+    _ip("tuntap", "add", "dev", tap, "mode", "tap", netns=lab.name)
+    _ip("link", "set", tap, "master", lab.bridge, netns=lab.name)
+    _ip("link", "set", tap, "up", netns=lab.name)
+
+
+def remove(name: str) -> bool:
+    """Delete the namespace (its bridge and taps go with it); False if there was none."""
+    if not exists(name):
+        return False
+    run.capture(["ip", "netns", "delete", name])
+    return True

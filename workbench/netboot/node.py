@@ -1,0 +1,135 @@
+"""The networking node: the lab namespace, HTTP and dnsmasq, composed and torn down together.
+
+`running()` is the context manager the test and `fab netboot.serve` share.
+`serve()` runs it in the foreground until SIGTERM or Ctrl-C, leaving a state
+file so `stop()` (from another shell) can end it, or clean up after a node that
+was killed outright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import progress
+from ..config import Config
+from ..errors import NetbootError
+from . import boot, dnsmasq, httpserve, netns
+from .artifacts import LiveImage, require_live
+from .inventory import Inventory
+
+
+@dataclass(frozen=True)
+class Running:
+    inventory: Inventory
+    live: LiveImage
+    lab: netns.Lab
+    state: Path
+    pids: dict[str, int]
+
+
+def node_dir(config: Config) -> Path:
+    return config.state_dir / "netboot" / "node"
+
+
+def _state_file(config: Config) -> Path:
+    return node_dir(config) / "node.json"
+
+
+def _reset(state: Path) -> None:
+    """A new node starts a new timeline: the previous run's logs and reports go."""
+    for name in ("dnsmasq.log", "dnsmasq.out", "http.jsonl", "http.out", "leases"):
+        (state / name).unlink(missing_ok=True)
+    reports = state / "reports"
+    if reports.is_dir():
+        for path in reports.glob("*.json"):
+            path.unlink()
+
+
+@contextmanager
+def running(config: Config, inv: Inventory, live: LiveImage | None = None) -> Iterator[Running]:
+    """The node serving `inv` in namespace `<prefix>-nb` until the block ends."""
+    live = live or require_live(config)
+    state = node_dir(config)
+    state.mkdir(parents=True, exist_ok=True)
+    inv.export.mkdir(parents=True, exist_ok=True)
+    _reset(state)
+    http_root = state / "http"
+    boot.write_tree(inv, live, http_root)
+    net = inv.network
+    name = netns.namespace_name(config.prefix)
+    with ExitStack() as stack:
+        lab = stack.enter_context(netns.lab(name, net.server, net.prefixlen))
+        http = stack.enter_context(httpserve.serving(http_root, net.server, net.http_port, state, lab.name))
+        plan = dnsmasq.Plan(lab.bridge, state / "tftp", state / "dnsmasq.log", state / "leases", state / "dnsmasq.conf")
+        dns = stack.enter_context(dnsmasq.serving(inv, plan, lab.name))
+        pids = {"http": http.pid, "dnsmasq": dns.pid}
+        _state_file(config).write_text(json.dumps({"netns": lab.name, "pids": pids, "serve": os.getpid()}))
+        stack.callback(_state_file(config).unlink, missing_ok=True)
+        yield Running(inv, live, lab, state, pids)
+
+
+def serve(config: Config, inv: Inventory, until: threading.Event | None = None) -> None:
+    """Run the node in the foreground until SIGTERM, SIGINT or `until` is set."""
+    stop = until or threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scope = "netboot serve"
+    try:
+        with running(config, inv) as node:
+            net = inv.network
+            where = f"namespace {node.lab.name}"
+            progress.step(scope, f"{where}: {net.mode} DHCP, TFTP, DNS ({net.domain}) on {net.server}")
+            progress.step(scope, f"HTTP {net.http}/ (live image {node.live.digest}), reports at {net.http}/report")
+            for n in inv.nodes:
+                progress.detail(f"{n.mac}  {n.address:<15} {n.name}  role {n.role}")
+            progress.step(scope, "serving; `fab netboot.status` shows boots, `fab netboot.stop` or Ctrl-C ends it")
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    progress.step(scope, "stopped: dnsmasq and HTTP ended, namespace removed")
+
+
+def stop(config: Config, timeout: float = 20.0) -> list[str]:
+    """End a running node (and anything a killed one left); what was done, one line each."""
+    done: list[str] = []
+    path = _state_file(config)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    serve_pid = data.get("serve")
+    if serve_pid and serve_pid != os.getpid() and _alive(serve_pid):
+        os.kill(serve_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(serve_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(serve_pid):
+            raise NetbootError(
+                f"the node (pid {serve_pid}) did not stop within {timeout:.0f}s; kill it and run stop again"
+            )
+        done.append(f"stopped the node (pid {serve_pid})")
+    for what, pid in data.get("pids", {}).items():
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            done.append(f"killed a leftover {what} (pid {pid})")
+    if netns.remove(netns.namespace_name(config.prefix)):
+        done.append(f"removed namespace {netns.namespace_name(config.prefix)}")
+    path.unlink(missing_ok=True)
+    return done
+
+
+def _alive(pid: int) -> bool:
+    # A zombie or a recycled pid is not our node: check the process is ours and running.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
