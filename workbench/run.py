@@ -234,3 +234,18 @@ def spawn(
             start_new_session=True,
         )
     return Daemon(proc, full, log)
+
+
+def interactive(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | str | None = None) -> int:
+    """Run attached to our terminal (an SSH session); its exit code.
+
+    The child shares our process group, so the terminal's Ctrl-C reaches it
+    directly, and we wait for it rather than die first.
+    """
+    full = _resolve(argv)
+    proc = subprocess.Popen(full, env=base_env(env), cwd=cwd)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
