@@ -49,7 +49,6 @@ class Node:
         return self.name.split(".", 1)[0]
 
 
-
 @dataclass(frozen=True)
 class Network:
     subnet: str

@@ -78,9 +78,7 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
     return result
 
 
-def _wait_report(
-    state: Path, target: Node, daemon: Any, console: Path, timeout: float, scope: str
-) -> dict[str, Any]:
+def _wait_report(state: Path, target: Node, daemon: Any, console: Path, timeout: float, scope: str) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     seen = ""
     while time.monotonic() < deadline:
@@ -96,8 +94,7 @@ def _wait_report(
             seen = stage
         time.sleep(0.5)
     raise NetbootError(
-        f"{target.name} did not report back within {timeout:.0f}s (last stage: {seen}); "
-        f"console tail:\n{_tail(console)}"
+        f"{target.name} did not report back within {timeout:.0f}s (last stage: {seen}); console tail:\n{_tail(console)}"
     )
 
 
@@ -109,8 +106,11 @@ def phases(line: timeline.Timeline, power_on: float) -> dict[str, float]:
         out["dhcp+ipxe"] = ev["ipxe script"] - power_on
     if "initrd" in ev and "ipxe script" in ev:
         out["kernel+initrd"] = ev["initrd"] - ev["ipxe script"]
-    if "root image" in ev and "initrd" in ev:
-        out["root image"] = ev["root image"] - ev["initrd"]
+    root_start = line.requested.get("root image")
+    if root_start is not None and "initrd" in ev:
+        # The kernel and the initramfs (drivers, DHCP again) until live-boot asks for the root.
+        out["kernel boot"] = root_start - ev["initrd"]
+        out["root image"] = ev["root image"] - root_start
     if "reported" in ev and "root image" in ev:
         out["userspace"] = ev["reported"] - ev["root image"]
     return {k: round(v, 1) for k, v in out.items()}

@@ -22,11 +22,15 @@ STAGES = ("dhcp offer", "dhcp ack", "ipxe loader", "ipxe script", "kernel", "ini
 class Timeline:
     node: Node
     events: dict[str, float] = field(default_factory=dict)
+    # When each HTTP fetch began (events hold when it ended): a fetch's own time.
+    requested: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] | None = None
 
-    def mark(self, stage: str, when: float) -> None:
+    def mark(self, stage: str, when: float, began: float | None = None) -> None:
         # The first time counts: later DHCP rounds (initramfs, userspace) do not move the start.
         self.events.setdefault(stage, when)
+        if began is not None:
+            self.requested.setdefault(stage, began)
 
     @property
     def last(self) -> str:
@@ -72,21 +76,24 @@ def build(inv: Inventory, state: Path) -> list[Timeline]:
         line = by_ip.get(entry["client"])
         if line is None or entry["status"] not in (200, 204):
             continue
-        path: str = entry["path"]
-        if path.startswith("/boot/"):
-            line.mark("ipxe script", entry["end"])
-        elif path.endswith("/vmlinuz"):
-            line.mark("kernel", entry["end"])
-        elif path.endswith("/initrd.img"):
-            line.mark("initrd", entry["end"])
-        elif path.endswith("/filesystem.squashfs"):
-            line.mark("root image", entry["end"])
+        stage = _http_stage(entry["path"])
+        if stage is not None:
+            line.mark(stage, entry["end"], entry["start"])
     for address, report in httpserve.read_reports(state).items():
         line = by_ip.get(address)
         if line is not None:
             line.report = report
             line.mark("reported", report["received"])
     return list(lines.values())
+
+
+def _http_stage(path: str) -> str | None:
+    if path.startswith("/boot/"):
+        return "ipxe script"
+    for suffix, stage in (("/vmlinuz", "kernel"), ("/initrd.img", "initrd"), ("/filesystem.squashfs", "root image")):
+        if path.endswith(suffix):
+            return stage
+    return None
 
 
 def render(timelines: list[Timeline]) -> str:
