@@ -48,14 +48,19 @@ def _check_permission() -> None:
         )
 
 
-@contextmanager
-def lab(name: str, address: str, prefixlen: int) -> Iterator[Lab]:
-    """Create namespace `name` with bridge nb0 holding `address`; always removed after."""
+def check_free(name: str) -> None:
+    """Root, and no namespace of that name yet (a running node, or a killed one's leftovers)."""
     _check_permission()
     if exists(name):
         raise NetbootError(
             f"network namespace {name} already exists: a node is running or was killed; `fab netboot.stop` removes it"
         )
+
+
+@contextmanager
+def lab(name: str, address: str, prefixlen: int) -> Iterator[Lab]:
+    """Create namespace `name` with bridge nb0 holding `address`; always removed after."""
+    check_free(name)
     try:
         run.capture(["ip", "netns", "add", name])
     except CommandFailed as exc:

@@ -56,6 +56,9 @@ def _reset(state: Path) -> None:
 @contextmanager
 def running(config: Config, inv: Inventory, live: LiveImage | None = None) -> Iterator[Running]:
     """The node serving `inv` in namespace `<prefix>-nb` until the block ends."""
+    name = netns.namespace_name(config.prefix)
+    # Before anything is touched: a second node must not reset the running one's logs.
+    netns.check_free(name)
     live = live or require_live(config)
     state = node_dir(config)
     state.mkdir(parents=True, exist_ok=True)
@@ -64,7 +67,6 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None) -> It
     http_root = state / "http"
     boot.write_tree(inv, live, http_root)
     net = inv.network
-    name = netns.namespace_name(config.prefix)
     with ExitStack() as stack:
         lab = stack.enter_context(netns.lab(name, net.server, net.prefixlen))
         http = stack.enter_context(httpserve.serving(http_root, net.server, net.http_port, state, lab.name))
