@@ -294,6 +294,40 @@ pools_ns.add_task(pools_show)
 pools_ns.add_task(pools_render)
 
 
+# --- ssh (operations) --------------------------------------------------------------
+
+
+@wb(
+    name="config",
+    help={
+        "host": "only this host (and its jump box); an error if the inventory lacks it",
+        "user": "user on every host (default: ops, the jumpbox role's account)",
+        "identity_file": "private key to offer (IdentityFile, IdentitiesOnly)",
+        "known_hosts": "keep host keys in this file, accepting new hosts (sandboxes)",
+        "output": "write the configuration here (mode 0600) instead of printing it",
+        "no_releases": "leave out the releases serving now (pools only)",
+    },
+)
+def ssh_config(c, host="", user="ops", identity_file="", known_hosts="", output="", no_releases=False):
+    """Print an OpenSSH client config: every internal host (pools, releases) through the jump box (ProxyJump)."""
+    from workbench import sshconfig
+
+    cfg = _config()
+    inventory = sshconfig.inventory(cfg, releases=not no_releases)
+    text = sshconfig.render(
+        cfg, inventory, user=user, identity_file=identity_file, known_hosts=known_hosts, only=host
+    )
+    if output:
+        sshconfig.write(Path(output), text)
+        print(f"wrote {output}: ssh -F {output} <host> ({len(inventory.names())} hosts)")
+        return
+    print(text, end="")
+
+
+ssh_ns = Collection("ssh")
+ssh_ns.add_task(ssh_config)
+
+
 # --- netboot -------------------------------------------------------------------
 
 _INVENTORY_HELP = "inventory file (default: netboot/inventory.toml)"
@@ -647,6 +681,6 @@ name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
 image_ns = Collection("image", base, image_bake, image_list, image_prune)
 
-ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, release_ns, registry_ns)
+ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, release_ns, registry_ns)
 ns.add_collection(netboot_ns)
 ns.add_collection(sandbox_ns)
