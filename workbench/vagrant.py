@@ -67,8 +67,10 @@ def parse_lines(output: str) -> list[MachineLine]:
 
 def parse_status(output: str) -> list[MachineStatus]:
     """`vagrant status --machine-readable` -> one MachineStatus per machine."""
-    # python-vagrant's parser does the grouping; it takes the raw CSV.
-    parsed = python_vagrant.Vagrant()._parse_status(output)
+    # python-vagrant's parser does the grouping; lines about no machine (an
+    # `error-exit` has one field more than it expects) are not for it.
+    mine = "\n".join(line for line in output.splitlines() if line.count(",") >= 3 and line.split(",")[1])
+    parsed = python_vagrant.Vagrant()._parse_status(mine)
     return [MachineStatus(s.name, s.state, s.provider) for s in parsed if s.name]
 
 
