@@ -22,8 +22,9 @@ def kernel_args(inv: Inventory, live: LiveImage, node: Node | None) -> str:
         "initrd=initrd.img",
         "boot=live",
         f"fetch={base}/live/{live.digest}/filesystem.squashfs",
-        "console=ttyS0,115200",
+        # The last console= is /dev/console: the serial port, which the VM test records.
         "console=tty0",
+        "console=ttyS0,115200",
         # Nothing from the live system's first boot is kept locally: no swap, no disk probing.
         "noswap",
         "nopersistence",

@@ -60,6 +60,9 @@ def config_text(inv: Inventory, plan: Plan) -> str:
         "dhcp-match=set:efi64,option:client-arch,9",
         # iPXE announces itself with option 175: it gets HTTP, not the loader again.
         "dhcp-match=set:ipxe,175",
+        # Router advertisements on the lab's ULA prefix (see netns.py): iPXE's IPv6 wait ends at once.
+        "enable-ra",
+        f"dhcp-range=::,constructor:{plan.interface},ra-only",
     ]
     for node in inv.nodes:
         lines.append(f"host-record={node.name},{node.short},{node.address}")

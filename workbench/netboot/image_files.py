@@ -96,5 +96,5 @@ def install(root: Path, role: str) -> None:
     link.symlink_to("/etc/systemd/system/workbench-report.service")
     (root / "etc/workbench").mkdir(parents=True, exist_ok=True)
     (root / "etc/workbench/role").write_text(role + "\n")
-    # The name comes from DHCP at boot, never from the build.
-    (root / "etc/hostname").write_text("localhost\n")
+    # The name comes from DHCP at boot (live-boot writes it), never from the build.
+    (root / "etc/hostname").unlink(missing_ok=True)

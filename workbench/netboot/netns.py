@@ -16,6 +16,8 @@ from .. import run
 from ..errors import CommandFailed, NetbootError
 
 BRIDGE = "nb0"
+# Unique local addresses, never routed anywhere.
+IPV6_PREFIX = "fd77:6e62::"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ def lab(name: str, address: str, prefixlen: int) -> Iterator[Lab]:
         # A bridge with no forwarding delay: the VM's first DHCP packet must not be dropped.
         _ip("link", "set", BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0", netns=name)
         _ip("addr", "add", f"{address}/{prefixlen}", "dev", BRIDGE, netns=name)
+        # A local IPv6 prefix with router advertisements: iPXE waits for IPv6 autoconfiguration
+        # as well as DHCP, and with no router on the link that wait is most of its boot time.
+        _ip("addr", "add", f"{IPV6_PREFIX}1/64", "dev", BRIDGE, "nodad", netns=name)
         _ip("link", "set", BRIDGE, "up", netns=name)
         yield Lab(name, BRIDGE)
     finally:
