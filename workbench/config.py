@@ -82,6 +82,8 @@ class CacheSettings:
 
     enabled: bool = setting(True, "Fetch packages through the local cache.")
     port: int = setting(3142, "Port of the cache on the Docker bridge gateway and loopback.")
+    upstream: str = setting("", "Mirror the cache fetches from (default: `[base] mirror`).")
+    offline: bool = setting(False, "Serve only what the cache holds, never contacting the mirror.")
 
 
 @dataclass(frozen=True)

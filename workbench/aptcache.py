@@ -1,0 +1,176 @@
+"""The local package cache: Debian's apt-cacher-ng, started by the workbench for its builds.
+
+It runs as our own foreground child with its own configuration directory and
+its data under the state directory, listening on loopback (for debootstrap on
+the host) and on the Docker bridge gateway (for build containers, which use it
+as their HTTP proxy). Debian's default backend (`ftp.debian.org`) is not
+reachable here, so the configuration names the configured mirror.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import engine, progress, run
+from .config import Config
+from .errors import CommandFailed, WorkbenchError
+
+READY_TIMEOUT = 15.0
+SUPPORT_DIR = "/usr/lib/apt-cacher-ng"
+
+
+@dataclass(frozen=True)
+class PackageCache:
+    """A running cache: how the host and containers reach it."""
+
+    port: int
+    gateway: str
+
+    @property
+    def container_proxy(self) -> str:
+        """apt's `Acquire::http::Proxy` inside a build container."""
+        return f"http://{self.gateway}:{self.port}"
+
+    def mirror_via(self, mirror: str) -> str:
+        """A mirror URL through the cache, for debootstrap on the host:
+        `http://deb.debian.org/debian` -> `http://127.0.0.1:3142/deb.debian.org/debian`."""
+        return f"http://127.0.0.1:{self.port}/{mirror.split('://', 1)[-1]}"
+
+
+def render_config(config: Config, port: int, gateway: str) -> dict[str, str]:
+    """The files of the cache's configuration directory, by name."""
+    cache_dir = config.state_dir / "aptcache"
+    upstream = (config.cache.upstream or config.base.mirror).rstrip("/") + "/"
+    security = config.base.security_mirror.rstrip("/") + "/"
+    acng = "\n".join(
+        [
+            f"CacheDir: {cache_dir / 'data'}",
+            f"LogDir: {cache_dir / 'log'}",
+            f"SupportDir: {SUPPORT_DIR}",
+            f"SocketPath: {cache_dir / 'socket'}",
+            f"PidFile: {cache_dir / 'pid'}",
+            f"Port: {port}",
+            f"BindAddress: 127.0.0.1 {gateway}",
+            "ForeGround: 1",
+            # Any Debian mirror name a client asks for is served from our backend.
+            "Remap-debrep: file:deb_mirror*.gz /debian ; file:backends_debian",
+            "Remap-secdeb: security.debian.org security.debian.org/debian-security "
+            "deb.debian.org/debian-security /debian-security ; file:backends_debian_security",
+            # Never contact the mirror: everything comes from the cache (a mirror outage).
+            f"Offlinemode: {1 if config.cache.offline else 0}",
+            "ExThreshold: 4",
+            "",
+        ]
+    )
+    return {"acng.conf": acng, "backends_debian": upstream + "\n", "backends_debian_security": security + "\n"}
+
+
+# Bakes of one process (`--all`) share one running cache.
+_shared: dict[Path, tuple[PackageCache, int]] = {}
+_shared_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def package_cache(config: Config) -> Iterator[PackageCache | None]:
+    """The running cache for the `with` block (None when `[cache] enabled = false`)."""
+    if not config.cache.enabled:
+        yield None
+        return
+    key = config.state_dir
+    with _shared_lock:
+        if key in _shared:
+            cache, users = _shared[key]
+            _shared[key] = (cache, users + 1)
+            owner = False
+        else:
+            owner = True
+    if not owner:
+        try:
+            yield cache
+        finally:
+            with _shared_lock:
+                cache, users = _shared[key]
+                _shared[key] = (cache, users - 1)
+        return
+    with _running(config) as cache:
+        with _shared_lock:
+            _shared[key] = (cache, 1)
+        try:
+            yield cache
+        finally:
+            with _shared_lock:
+                del _shared[key]
+
+
+@contextlib.contextmanager
+def _running(config: Config) -> Iterator[PackageCache]:
+    base = config.state_dir / "aptcache"
+    conf_dir = base / "conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (base / "data").mkdir(exist_ok=True)
+    (base / "log").mkdir(exist_ok=True)
+    # One cache per state directory at a time: its data directory is not shared.
+    with open(base / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.detail(f"waiting for another bake's package cache ({base}) to stop")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        gateway = engine.bridge_gateway()
+        port = _pick_port(config.cache.port, gateway)
+        for name, text in render_config(config, port, gateway).items():
+            (conf_dir / name).write_text(text)
+        argv = [run.which("apt-cacher-ng"), "-c", str(conf_dir)]
+        daemon = run.spawn(argv, log=base / "log" / "foreground.log")
+        try:
+            _wait_ready(daemon, port)
+            progress.detail(f"package cache: apt-cacher-ng on 127.0.0.1:{port} and {gateway}:{port} (data {base}/data)")
+            yield PackageCache(port=port, gateway=gateway)
+        finally:
+            daemon.stop()
+
+
+def _pick_port(preferred: int, gateway: str) -> int:
+    """The configured port, or a free one if another program holds it (said so)."""
+    if _bindable(preferred, gateway):
+        return preferred
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    progress.detail(f"package cache: port {preferred} is in use, using {port} for this run")
+    return port
+
+
+def _bindable(port: int, gateway: str) -> bool:
+    for address in ("127.0.0.1", gateway):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
+def _wait_ready(daemon: run.Daemon, port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if not daemon.alive():
+            raise WorkbenchError(f"the package cache (apt-cacher-ng) did not start: {daemon.failure()}")
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    daemon.stop()
+    raise WorkbenchError(
+        f"the package cache (apt-cacher-ng) did not listen on port {port} within {READY_TIMEOUT:.0f}s: "
+        f"{CommandFailed(daemon.argv, 0, READY_TIMEOUT, daemon.tail())}"
+    )

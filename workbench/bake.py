@@ -1,0 +1,460 @@
+"""Baking role images: base -> provision (Packer + masterless Salt) -> verify -> commit -> tag.
+
+Salt runs from a shell provisioner (images/scripts/provision.sh) calling the
+thin bundle's salt-call, not through Packer's salt-masterless provisioner:
+salt-masterless 1.6.6 fixes salt-call's command line itself, prints the
+result in Salt's human format only and uploads the state tree with the
+builder's slow directory copy; our own call gets `--out=json
+--retcode-passthrough`, a second (idempotence) run and one bundle upload, and
+Packer fetches the JSON results for `workbench.salt` to parse.
+
+Inputs hash (content address of a role image): the base image id; the role's
+states and every top-level state directory they mention (the include closure,
+found by name, so touching one role's states rebakes only that role); top-level
+files and `_*` extension directories of salt/; the whole pillar tree; the role's
+formula directories; the template and provision script; the builder type;
+the applied state list, command and ports; the role's tests; the Salt version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import aptcache, base, engine, images, packer, progress, run, salt, verify
+from .builders import Builder, BuildRequest, builder_for
+from .ca import copy_into
+from .config import Config, Role
+from .errors import BakeFailed, CommandFailed, VerifyFailed, WorkbenchError
+from .inputs import hash_inputs, hash_tree
+
+# Bump when the way roles are baked changes, so that old images are not reused.
+RECIPE_VERSION = 1
+BUILD_DIR = "/var/tmp/workbench-build"
+TEMPLATE = "images/role.json"
+PROVISION_SCRIPT = "images/scripts/provision.sh"
+
+_print_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    role: str
+    tag: str
+    id: str
+    version: int
+    inputs: str
+    size: int
+    seconds: float
+    cached: bool
+    tests: str
+
+    def summary(self) -> str:
+        how = "cache hit, reused" if self.cached else "baked and verified"
+        return (
+            f"{self.role}: {self.tag} ({how}) id {self.id[7:19]}, {progress.human_size(self.size)}, "
+            f"{self.seconds:.1f}s, inputs {self.inputs[:12]}, tests: {self.tests}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+# --- inputs ------------------------------------------------------------------------
+
+
+def state_closure(salt_root: Path, states: Iterable[str]) -> list[Path]:
+    """The files of salt/ that the given states can reach.
+
+    A top-level state name (`app` for `app` or `app.nginx`) is reached when a
+    reached file mentions it as a word (`include: - cache.client`,
+    `salt://cache/files/...`): generous, so never missing an include.
+    """
+    if not salt_root.is_dir():
+        return []
+    entries = {p.stem if p.suffix == ".sls" else p.name: p for p in salt_root.iterdir() if p.name != "pillar"}
+    always = [p for name, p in entries.items() if name.startswith("_") or (p.is_file() and p.suffix != ".sls")]
+    todo = [s.split(".")[0] for s in states]
+    reached: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in reached or name not in entries:
+            continue
+        reached.add(name)
+        for path in _files(entries[name]):
+            text = path.read_text(errors="replace")
+            for other in entries:
+                if other not in reached and re.search(rf"(?<![\w-]){re.escape(other)}(?![\w-])", text):
+                    todo.append(other)
+    files: list[Path] = []
+    for path in [*always, *(entries[n] for n in sorted(reached))]:
+        files.extend(_files(path))
+    return sorted(set(files))
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def role_inputs(config: Config, role: Role, base_id: str) -> dict[str, Any]:
+    root = config.root
+    salt_root = root / "salt"
+    states = salt.state_list(config, role)
+    tests = root / role.tests_path
+    test_files = [tests, *(root / "tests/roles").glob("conftest.py")]
+    return {
+        "recipe": RECIPE_VERSION,
+        "base": base_id,
+        "states": hash_tree(salt_root, state_closure(salt_root, states)),
+        "pillar": hash_tree(salt_root / "pillar"),
+        "formulas": {f: hash_tree(root / f) for f in role.formulas},
+        "template": hash_tree(root / "images"),
+        "builder": config.builder.type,
+        "applied": states,
+        "command": list(role.command),
+        "ports": list(role.ports),
+        "tests": hash_tree(root, [p for p in test_files if p.is_file()]),
+        "salt": salt.version(),
+    }
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def bake(
+    config: Config, roles: Sequence[str], *, force: bool = False, keep_failed: bool = False
+) -> list[BakeResult]:
+    """Bake `roles` (in parallel up to `[builder] parallel`), sharing one base and one cache.
+
+    Every role is attempted; if any fails, BakeFailed lists them all after the
+    others have finished.
+    """
+    wanted = [config.role(name) for name in dict.fromkeys(roles)]
+    if not wanted:
+        raise BakeFailed(f"no roles to bake: {config.path} defines none")
+    builder = builder_for(config)
+    start = time.monotonic()
+    found = base.find_base(config)
+    if found is not None and not force:
+        cached = [_cached(config, role, found.id, start) for role in wanted]
+        if all(cached):
+            return [c for c in cached if c is not None]
+    with aptcache.package_cache(config) as cache:
+        progress.step("bake", f"base: {base.base_tag(config)}")
+        mirror_via = cache.mirror_via(config.base.mirror) if cache else None
+        base_image = base.build_base(config, mirror_via=mirror_via)
+        stale = images.remove_stale(config)
+        for what in stale:
+            progress.detail(f"removed the leftover of an interrupted bake: {what}")
+        thin = salt.thin_bundle(config)
+        job = _Job(config, builder, base_image.id, thin, cache, force, keep_failed)
+        if len(wanted) == 1:
+            return [job.bake(wanted[0])]
+        return _bake_parallel(config, job, wanted)
+
+
+def bake_role(config: Config, role: str, *, force: bool = False, keep_failed: bool = False) -> BakeResult:
+    """Bake one role: `bake_role(config, "app").tag == "workbench/app:7"`."""
+    return bake(config, [role], force=force, keep_failed=keep_failed)[0]
+
+
+def _bake_parallel(config: Config, job: _Job, roles: list[Role]) -> list[BakeResult]:
+    workers = min(len(roles), config.builder.parallel or os.cpu_count() or 1)
+    progress.step("bake", f"baking {', '.join(r.name for r in roles)} ({workers} at a time)")
+    results: list[BakeResult] = []
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {role.name: pool.submit(job.bake, role, prefix_lines=True) for role in roles}
+        for name, future in futures.items():
+            try:
+                results.append(future.result())
+            except WorkbenchError as exc:
+                failures.append(f"{name}: {exc}")
+    if failures:
+        done = ", ".join(r.tag for r in results) or "none"
+        raise BakeFailed(f"{len(failures)} of {len(roles)} bakes failed (done: {done}):\n" + "\n".join(failures))
+    return results
+
+
+def _cached(config: Config, role: Role, base_id: str, start: float) -> BakeResult | None:
+    digest = hash_inputs(role_inputs(config, role, base_id))
+    found = images.accepted(config, role.name, inputs=digest)
+    if not found:
+        return None
+    image = found[0]
+    tag = images.tag_of(config, image)
+    progress.step(f"bake {role.name}", f"{tag} is up to date (inputs {digest[:12]}): nothing to bake")
+    return BakeResult(
+        role=role.name,
+        tag=tag,
+        id=image.id,
+        version=images.version_of(image),
+        inputs=digest,
+        size=int(image.attrs.get("Size", 0)),
+        seconds=time.monotonic() - start,
+        cached=True,
+        tests=image.labels.get("workbench.tests", ""),
+    )
+
+
+# --- one bake -----------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    config: Config
+    builder: Builder
+    base_id: str
+    thin: Path
+    cache: aptcache.PackageCache | None
+    force: bool
+    keep_failed: bool
+
+    def bake(self, role: Role, prefix_lines: bool = False) -> BakeResult:
+        start = time.monotonic()
+        if not self.force:
+            cached = _cached(self.config, role, self.base_id, start)
+            if cached:
+                return cached
+        scope = f"bake {role.name}"
+        bake_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+        work = self.config.state_dir / "bakes" / f"{role.name}-{bake_id}"
+        out = _printer(role.name if prefix_lines else "")
+        try:
+            return self._bake(role, scope, bake_id, work, out, start)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _bake(
+        self, role: Role, scope: str, bake_id: str, work: Path, out: Callable[[str], None], start: float
+    ) -> BakeResult:
+        config = self.config
+        inputs = role_inputs(config, role, self.base_id)
+        digest = hash_inputs(inputs)
+        states = salt.state_list(config, role)
+        labels = _candidate_labels(config, role, digest, self.base_id, bake_id)
+        request = BuildRequest(
+            role=role,
+            bake_id=bake_id,
+            base_ref=self.base_id,
+            labels=labels,
+            container_name=f"{config.prefix}-build-{role.name}-{bake_id}",
+        )
+        progress.step(scope, f"provision: {', '.join(states)} with Salt {labels['workbench.salt']} "
+                      f"(packer {self.builder.name} builder, inputs {digest[:12]})")
+        bundle = _make_bundle(config, role, work, self.thin, states)
+        template = _render_template(config, self.builder, request, work)
+        results = work / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        variables = {
+            "base_image": self.base_id,
+            "bundle": str(bundle),
+            "results_dir": str(results),
+            "states": ",".join(states),
+            "salt_args": " ".join(salt.salt_call_args(BUILD_DIR, states)),
+            "apt_proxy": self.builder.apt_proxy(self.cache),
+            "build_dir": BUILD_DIR,
+            "provision_script": str(config.root / PROVISION_SCRIPT),
+        }
+        on_error = "abort" if self.keep_failed else "cleanup"
+        log, failure = packer.build(template, variables=variables, only=self.builder.name, on_error=on_error, on_ui=out)
+        runs = _read_results(results / "results.json")
+        if failure is not None:
+            self._keep_container(request)
+            raise BakeFailed(_provision_failure(role, runs, failure))
+        candidate = self.builder.candidate(log, request)
+        candidate_tag = f"{images.candidate_repository(config, role.name)}:{bake_id}"
+        engine.client().images.get(candidate).tag(candidate_tag)
+        try:
+            self._check_idempotent(role, runs)
+            progress.step(scope, f"verify: {role.tests_path} against a fresh container of {candidate_tag}")
+            verdict = verify.verify(config, role, candidate, scope=scope, on_line=out)
+            progress.step(scope, f"commit: tests {verdict.summary}")
+            result = self._accept(role, candidate, digest, verdict.summary, start)
+        except (BakeFailed, VerifyFailed):
+            self._discard(role, candidate, candidate_tag, bake_id)
+            raise
+        except BaseException:
+            # Ctrl-C or a crash: no tag was moved; the candidate goes.
+            self._discard(role, candidate, candidate_tag, bake_id, keep=False)
+            raise
+        engine.remove_image(candidate_tag)
+        return result
+
+    def _check_idempotent(self, role: Role, runs: tuple[salt.StateRun | None, salt.StateRun | None]) -> None:
+        second = runs[1]
+        if second is None:
+            raise BakeFailed(f"{role.name}: the second (idempotence) Salt run left no result")
+        changed = second.changed(role.idempotence_exempt)
+        if changed:
+            names = "\n".join(f"  - {s.id} ({s.function}, sls {s.sls})" for s in changed)
+            raise BakeFailed(
+                f"{role.name}: not idempotent: {len(changed)} state(s) changed again on the second run:\n{names}\n"
+                f"  fix the states, or list their IDs in [roles.{role.name}] idempotence_exempt"
+            )
+
+    def _accept(self, role: Role, candidate: str, digest: str, tests: str, start: float) -> BakeResult:
+        config = self.config
+        scope = f"bake {role.name}"
+        with images.VersionCounter(config, role.name) as counter:
+            version = counter.next()
+            tag = f"{images.repository(config, role.name)}:{version}"
+            progress.step(scope, f"tag: {tag}")
+            labels = {
+                images.VERSION_LABEL: str(version),
+                images.VERIFY_LABEL: "passed",
+                "workbench.tests": tests,
+                images.CANDIDATE_LABEL: "false",
+            }
+            image_id = self.builder.accept(candidate, labels, tag)
+            counter.commit(version)
+        image = engine.client().images.get(image_id)
+        return BakeResult(
+            role=role.name,
+            tag=tag,
+            id=image_id,
+            version=version,
+            inputs=digest,
+            size=int(image.attrs.get("Size", 0)),
+            seconds=time.monotonic() - start,
+            cached=False,
+            tests=tests,
+        )
+
+    def _discard(self, role: Role, candidate: str, candidate_tag: str, bake_id: str, keep: bool | None = None) -> None:
+        keep = self.keep_failed if keep is None else keep
+        if keep:
+            kept = f"{images.failed_repository(self.config, role.name)}:{bake_id}"
+            engine.client().images.get(candidate).tag(kept)
+            engine.remove_image(candidate_tag)
+            progress.detail(f"kept the failed candidate as {kept} (--keep-failed; `fab image.prune` removes it)")
+            return
+        engine.remove_image(candidate_tag)
+        self.builder.discard(candidate)
+
+    def _keep_container(self, request: BuildRequest) -> None:
+        if not self.keep_failed:
+            return
+        kept = request.container_name.replace("-build-", "-failed-", 1)
+        try:
+            engine.client().containers.get(request.container_name).rename(kept)
+            progress.detail(f"kept the build container as {kept} (--keep-failed): docker exec -it {kept} bash")
+        except Exception as exc:  # noqa: BLE001 - keeping is best effort; the failure is what matters
+            progress.detail(f"could not keep the build container {request.container_name}: {exc}")
+
+
+def _printer(prefix: str) -> Callable[[str], None]:
+    lead = f"    [{prefix}] " if prefix else "    "
+
+    def out(line: str) -> None:
+        with _print_lock:
+            print(f"{lead}{line}", flush=True)
+
+    return out
+
+
+def _candidate_labels(config: Config, role: Role, digest: str, base_id: str, bake_id: str) -> dict[str, str]:
+    commit, dirty = _git_state(config.root)
+    return {
+        engine.PREFIX_LABEL: config.prefix,
+        engine.ROLE_LABEL: role.name,
+        engine.INPUTS_LABEL: digest,
+        "workbench.base": base_id,
+        "workbench.git.commit": commit,
+        "workbench.git.dirty": "true" if dirty else "false",
+        "workbench.built": datetime.now(UTC).isoformat(timespec="seconds"),
+        "workbench.salt": salt.version(),
+        images.CANDIDATE_LABEL: "true",
+        images.VERIFY_LABEL: "pending",
+        images.BAKE_LABEL: bake_id,
+        images.BAKE_PID_LABEL: str(os.getpid()),
+    }
+
+
+def _git_state(root: Path) -> tuple[str, bool]:
+    try:
+        commit = run.capture(["git", "-C", str(root), "rev-parse", "HEAD"]).stdout.strip()
+        status = run.capture(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"]).stdout
+    except (CommandFailed, WorkbenchError):
+        return "unknown", True
+    return commit, bool(status.strip())
+
+
+def _make_bundle(config: Config, role: Role, work: Path, thin: Path, states: Sequence[str]) -> Path:
+    """One tarball with everything the build machine needs; unpacked under BUILD_DIR."""
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = work / "bundle.tar"
+    salt_root = config.root / "salt"
+    formula_roots = [f"formulas/{i}" for i in range(len(role.formulas))]
+    conf = work / "minion"
+    conf.write_text(json.dumps(salt.minion_config(BUILD_DIR, role, formula_roots), indent=2))
+    ca_dir = work / "ca"
+    copy_into(ca_dir)
+
+    def no_pillar(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if info.name == "states/pillar" or info.name.startswith("states/pillar/") else info
+
+    with tarfile.open(bundle, "w") as tar:
+        tar.add(thin, arcname="thin.tgz")
+        tar.add(conf, arcname="conf/minion")
+        tar.add(salt_root, arcname="states", filter=no_pillar)
+        if (salt_root / "pillar").is_dir():
+            tar.add(salt_root / "pillar", arcname="pillar")
+        else:
+            tar.addfile(_dir_info("pillar"))
+        for arcname, formula in zip(formula_roots, role.formulas, strict=True):
+            tar.add(config.root / formula, arcname=arcname)
+        tar.add(ca_dir, arcname="ca")
+    return bundle
+
+
+def _dir_info(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    return info
+
+
+def _render_template(config: Config, builder: Builder, request: BuildRequest, work: Path) -> Path:
+    source = config.root / TEMPLATE
+    try:
+        template = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:
+        raise BakeFailed(f"cannot read the Packer template {source}: {exc}") from None
+    rendered = work / "template.json"
+    rendered.write_text(json.dumps(builder.configure(template, request), indent=2))
+    return rendered
+
+
+def _read_results(path: Path) -> tuple[salt.StateRun | None, salt.StateRun | None]:
+    """The two Salt runs' results as Packer fetched them (None where there is none)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, None
+    first = salt.parse_state_run(data.get("run1"))
+    second = salt.parse_state_run(data.get("run2")) if data.get("rc2", -1) != -1 else None
+    return first, second
+
+
+def _provision_failure(
+    role: Role, runs: tuple[salt.StateRun | None, salt.StateRun | None], failure: CommandFailed
+) -> str:
+    first, second = runs
+    for label, result in (("Salt", first), ("the second Salt run", second)):
+        if result is not None and not result.ok:
+            what = "could not compile the states" if result.errors else f"{len(result.failed)} state(s) failed"
+            return f"{role.name}: {label} {what}; no image was committed:\n{salt.describe_failure(result)}"
+    return f"{role.name}: the Packer build failed; no image was committed: {failure}"
