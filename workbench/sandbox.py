@@ -30,7 +30,7 @@ from docker.models.containers import Container
 
 from . import engine, naming, pools, progress, run, salt, sandbox_image
 from .config import Config, Role
-from .errors import CommandFailed, ConfigError, SandboxError
+from .errors import CommandFailed, ConfigError, EngineUnavailable, SandboxError
 from .vagrant import Vagrant, parse_ssh_config
 
 ENVIRONMENT = "sandbox"
@@ -250,7 +250,7 @@ def _ssh_config(config: Config, vg: Vagrant, sandbox: Sandbox) -> tuple[Path, di
     except CommandFailed:
         state = vg.state(sandbox.machine)
         raise SandboxError(
-            f"sandbox {sandbox.fqdn} is {state.replace('_', ' ')}: run `fab sandbox.up {sandbox.machine}`"
+            f"sandbox {sandbox.fqdn} is {state.replace('_', ' ')}: run `fab sandbox.up --role {sandbox.machine}`"
         ) from None
     path = _machine_dir(config, sandbox) / "ssh_config"
     _write(path, text, 0o600)
@@ -266,6 +266,7 @@ def provision(config: Config, target: str | None = None) -> dict[str, object]:
     write_spec(config, _current_image(config))
     _render_pools(config)
     ssh_file, ssh = _ssh_config(config, vg, sandbox)
+    _check_share(config, sandbox)
     states = salt.state_list(config, sandbox.role)
     _write_control(config, sandbox, states)
     progress.step(scope, f"applying {', '.join(states)} (salt-call --local; grains workbench_role={sandbox.role.name}, "
@@ -278,7 +279,7 @@ def provision(config: Config, target: str | None = None) -> dict[str, object]:
         detail = salt.describe_failure(state_run) if not state_run.ok else f"  salt-call exited {result.returncode}"
         raise SandboxError(
             f"states failed in sandbox {sandbox.fqdn}:\n{detail}\n"
-            f"the sandbox keeps running: fix the state and run `fab sandbox.provision {sandbox.machine}`"
+            f"the sandbox keeps running: fix the state and run `fab sandbox.provision --role {sandbox.machine}`"
         )
     changed = [s.id for s in state_run.changed()]
     progress.detail(f"{len(state_run.states)} states, {len(changed)} changed, 0 failed")
@@ -296,6 +297,18 @@ def provision(config: Config, target: str | None = None) -> dict[str, object]:
         "address": address,
         "seconds": round(time.monotonic() - start, 1),
     }
+
+
+def _check_share(config: Config, sandbox: Sandbox) -> None:
+    """A sandbox made from another checkout would apply that checkout's states."""
+    wanted = str(config.root / "salt")
+    for container in _containers(config, sandbox):
+        for mount in container.attrs.get("Mounts", []):
+            if mount.get("Destination") == config.sandbox.salt_dir and mount.get("Source") != wanted:
+                raise SandboxError(
+                    f"sandbox {sandbox.fqdn} shares the states of {mount.get('Source')}, not {wanted}: "
+                    f"`fab sandbox.destroy --role {sandbox.machine}`, then up again from this checkout"
+                )
 
 
 class SaltWatcher:
@@ -417,7 +430,8 @@ def _give_up_after(deadline: float, config: Config, sandbox: Sandbox, what: str)
     if time.monotonic() > deadline:
         raise SandboxError(
             f"sandbox {sandbox.fqdn}: {what} after {config.sandbox.ready_timeout}s "
-            f"(its services' log: `docker logs {sandbox.container}`; `fab sandbox.ssh {sandbox.machine}` to look)"
+            f"(its services' log: `docker logs {sandbox.container}`; "
+            f"`fab sandbox.ssh --role {sandbox.machine}` to look)"
         )
     time.sleep(0.5)
 
@@ -514,6 +528,8 @@ def halt(config: Config, target: str | None = None) -> None:
 def destroy(config: Config, target: str | None = None, all: bool = False) -> list[str]:
     """Destroy one sandbox (or every one); works after a failed up, and twice."""
     sandboxes = known(config) if all else [resolve(config, target)]
+    if config.sandbox.provider == "docker":
+        engine.client()  # a clear error now rather than Vagrant's later
     vg = _vagrant(config)
     write_spec(config, _current_image(config))
     removed = []
@@ -527,6 +543,9 @@ def destroy(config: Config, target: str | None = None, all: bool = False) -> lis
 def _cleanup(config: Config, vg: Vagrant, sandbox: Sandbox) -> bool:
     """vagrant destroy, then remove whatever Vagrant lost track of; True if anything was there."""
     progress.step(f"sandbox {sandbox.fqdn}", f"vagrant destroy {sandbox.machine}")
+    # Vagrant keeps a machine's id in its dotfile directory while it exists.
+    created = any((_home(config) / "vagrant" / "machines" / sandbox.machine).glob("*/id"))
+    created = created or bool(_containers(config, sandbox))
     failure = None
     try:
         vg.stream("destroy", "--force", sandbox.machine)
@@ -535,21 +554,32 @@ def _cleanup(config: Config, vg: Vagrant, sandbox: Sandbox) -> bool:
     leftovers = _containers(config, sandbox)
     for container in leftovers:
         engine.remove_container(container)
-    existed = bool(leftovers) or (_machine_dir(config, sandbox) / "ssh_config").exists()
     (_machine_dir(config, sandbox) / "ssh_config").unlink(missing_ok=True)
     _remember(config, sandbox, False)
     if failure is not None and leftovers:
         progress.detail(f"vagrant destroy failed ({failure}); removed the container {sandbox.container} directly")
     elif failure is not None:
         raise failure
-    return existed or failure is None
+    return created
 
 
 def _containers(config: Config, sandbox: Sandbox) -> list[Container]:
+    if config.sandbox.provider != "docker" and not _engine_answers():
+        return []  # VM sandboxes on a machine without a Docker engine
     return engine.containers({SANDBOX_LABEL: sandbox.fqdn, engine.PREFIX_LABEL: config.prefix})
 
 
+def _engine_answers() -> bool:
+    try:
+        engine.client()
+    except EngineUnavailable:
+        return False
+    return True
+
+
 def _drop_network_if_unused(config: Config) -> None:
+    if not _engine_answers():
+        return
     for network in engine.client().networks.list(names=[network_name(config)]):
         network.reload()
         if not network.attrs.get("Containers"):
