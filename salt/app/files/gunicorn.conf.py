@@ -1,0 +1,11 @@
+# gunicorn settings of the workbench app (salt/app). monit starts gunicorn as
+# the webapps user with this file; nginx proxies port 80 to the bind address.
+bind = "127.0.0.1:8000"
+workers = 2
+chdir = "/srv/apps/app"
+# monit supervises it through the pid file, so it must detach.
+daemon = True
+pidfile = "/run/gunicorn/workbench-app.pid"
+accesslog = "/var/log/gunicorn/workbench-app-access.log"
+errorlog = "/var/log/gunicorn/workbench-app.log"
+proc_name = "workbench-app"

@@ -1,0 +1,24 @@
+# The db role: MariaDB on port 3306 of every interface, supervised by monit.
+# Debian's postinst initialises the data directory; policy-rc.d keeps it from
+# starting the server during the bake. Needs base.
+mariadb-server:
+  pkg.installed:
+    - install_recommends: False
+    - refresh: False
+    - require:
+      - cmd: apt-lists
+
+# Read after Debian's 50-server.cnf, which binds to loopback only.
+/etc/mysql/mariadb.conf.d/60-workbench.cnf:
+  file.managed:
+    - source: salt://db/files/60-workbench.cnf
+    - mode: '0644'
+    - require:
+      - pkg: mariadb-server
+
+/etc/monit/conf.d/mariadb:
+  file.managed:
+    - source: salt://db/files/monit-mariadb
+    - mode: '0644'
+    - require:
+      - file: /etc/monit/conf.d

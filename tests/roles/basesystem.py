@@ -1,0 +1,146 @@
+"""Checks of the basesystem (salt/base), which every role image carries.
+
+Each role's test file imports them all (`from basesystem import *`), so every
+bake verifies the base too. Module-level `pytestmark` of the importing file
+applies, so they run once monit has brought the role's services up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+BASE_PACKAGES = ("ca-certificates", "curl", "iproute2", "less", "procps", "monit", "tini", "unattended-upgrades")
+
+# Nothing of the bake may stay in the image: Salt and its tree, pillar, minion
+# id and keys, caches; Packer's and the pipeline's leftovers.
+BUILD_LEFTOVERS = (
+    "/usr/bin/salt-call",
+    "/usr/bin/salt-minion",
+    "/usr/local/bin/salt-call",
+    "/etc/salt",
+    "/srv/salt",
+    "/srv/pillar",
+    "/srv/formulas",
+    "/var/cache/salt",
+    "/var/log/salt",
+    "/var/run/salt",
+    "/usr/sbin/policy-rc.d",
+    "/packer-files",
+)
+BUILD_LEFTOVER_GLOBS = ("/tmp/salt*", "/tmp/packer*", "/var/tmp/salt*", "/tmp/thin*")
+
+
+def test_base_packages_installed(host: Any) -> None:
+    missing = [name for name in BASE_PACKAGES if not host.package(name).is_installed]
+    assert not missing, f"base packages not installed: {missing}"
+
+
+def test_webapps_user_is_unprivileged(host: Any) -> None:
+    user = host.user("webapps")
+    assert user.exists
+    assert 0 < user.uid < 1000, "a system account"
+    assert user.group == "webapps"
+    assert user.shell == "/usr/sbin/nologin"
+    assert "sudo" not in user.groups and "root" not in user.groups
+    assert user.home == "/srv/apps"
+
+
+def test_webapps_owns_the_apps(host: Any) -> None:
+    apps = host.file("/srv/apps")
+    assert apps.is_directory
+    assert (apps.user, apps.group) == ("webapps", "webapps")
+    assert apps.mode == 0o755
+
+
+def test_automatic_security_updates(host: Any) -> None:
+    periodic = host.file("/etc/apt/apt.conf.d/20auto-upgrades")
+    assert periodic.contains('^APT::Periodic::Update-Package-Lists "1";')
+    assert periodic.contains('^APT::Periodic::Unattended-Upgrade "1";')
+    # What apt (and so unattended-upgrade) reads once every file is merged.
+    dump = host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
+    origins = re.findall(r'^Unattended-Upgrade::Origins-Pattern:: "(.*)";$', dump, re.MULTILINE)
+    assert origins == ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security"], dump
+
+
+def test_out_of_memory_reboots(host: Any) -> None:
+    conf = host.file("/etc/sysctl.d/90-workbench-oom-reboot.conf")
+    settings = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition("=") for line in conf.content_string.splitlines())
+        if key.strip() and not key.startswith("#")
+    )
+    assert settings == {"vm.panic_on_oom": "1", "kernel.panic": "10"}
+
+
+def test_monit_is_the_image_command(host: Any) -> None:
+    # workbench-init execs tini (PID 1, the reaper of orphans), which runs
+    # monit in the foreground; monit owns the services.
+    pid1 = host.file("/proc/1/cmdline").content_string.split("\0")
+    assert pid1[:3] == ["/usr/bin/tini", "--", "/usr/bin/monit"], pid1
+    monit = host.process.get(comm="monit")
+    assert monit.ppid == 1 and "-I" in monit.args.split()
+    init = host.file("/usr/local/sbin/workbench-init")
+    assert init.is_file and init.mode == 0o755
+
+
+def test_no_zombies(host: Any) -> None:
+    # Daemons that detach leave orphans; PID 1 must reap them.
+    listing = host.check_output("ps -eo pid=,stat=,args=")
+    zombies = [line for line in listing.splitlines() if line.split()[1].startswith("Z")]
+    assert not zombies, listing
+
+
+def test_monit_configuration(host: Any) -> None:
+    monitrc = host.file("/etc/monit/monitrc")
+    assert monitrc.mode == 0o600, "monit refuses a control file others can read"
+    assert monitrc.contains(r"^set daemon 2$")
+    assert monitrc.contains(r"^include /etc/monit/conf.d/\*$")
+    assert monitrc.contains(r"use address 127.0.0.1")
+    assert host.socket("tcp://127.0.0.1:2812").is_listening
+    assert not host.socket("tcp://0.0.0.0:2812").is_listening
+
+
+def test_monit_watches_every_configured_service(host: Any, monit_ready: dict[str, tuple[str, str]]) -> None:
+    configured = set()
+    for path in host.file("/etc/monit/conf.d").listdir():
+        text = host.file(f"/etc/monit/conf.d/{path}").content_string
+        configured.update(re.findall(r"^check process (\S+)", text, re.MULTILINE))
+    watched = {name for name, (_, kind) in monit_ready.items() if kind == "Process"}
+    assert watched == configured
+    assert all(monit_ready[name][0] == "OK" for name in configured)
+
+
+def test_release_record(host: Any) -> None:
+    record = json.loads(host.file("/run/workbench/release.json").content_string)
+    assert set(record) == {"role", "release", "version", "environment"}
+    assert record["role"] == host.file("/etc/workbench/role").content_string.strip()
+    assert record["role"], "the bake records the role in /etc/workbench/role"
+    assert record["release"], "'unreleased' when the container was given none"
+
+
+def test_no_build_machinery(host: Any) -> None:
+    present = [path for path in BUILD_LEFTOVERS if host.file(path).exists]
+    for pattern in BUILD_LEFTOVER_GLOBS:
+        present += host.run(f"ls -d {pattern} 2>/dev/null").stdout.split()
+    assert not present, f"left over from the bake: {present}"
+    assert host.run("python3 -c 'import salt'").rc != 0, "Salt is importable in the image"
+
+
+def test_no_package_caches(host: Any) -> None:
+    lists = host.run("find /var/lib/apt/lists -type f ! -name lock").stdout.split()
+    debs = host.run("find /var/cache/apt -name '*.deb' -o -name '*.bin'").stdout.split()
+    assert not lists + debs, f"apt caches left in the image: {lists + debs}"
+
+
+def test_no_build_host_ca(host: Any) -> None:
+    assert host.run("find /usr/local/share/ca-certificates -type f").stdout.split() == []
+    # The build host's own CAs (an intercepting proxy's) must not be trusted
+    # by the image either; these tests run on that host.
+    bundle = host.file("/etc/ssl/certs/ca-certificates.crt")
+    bundle_text = bundle.content_string if bundle.exists else ""
+    for cert in Path("/usr/local/share/ca-certificates").glob("**/*.crt"):
+        body = "".join(cert.read_text().split("-----")[2].split())
+        assert body not in "".join(bundle_text.split()), f"the host's CA {cert} is in the image's bundle"

@@ -1,0 +1,63 @@
+"""The db role: MariaDB on port 3306 of every interface, under monit.
+
+The role also uses an external formula (formulas/timezone-formula) with its
+pillar in salt/pillar/timezone.sls: the time zone checks show both applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from basesystem import *  # noqa: F403 -- every role image carries the basesystem
+
+pytestmark = pytest.mark.usefixtures("monit_ready")
+
+
+def sql(host: Any, statement: str) -> str:
+    """Run SQL as root through the socket (unix_socket authentication)."""
+    return host.check_output(f'mariadb --batch --skip-column-names -e "{statement}"')
+
+
+def test_mariadb_installed(host: Any) -> None:
+    assert host.package("mariadb-server").is_installed
+
+
+def test_listens_on_every_interface(host: Any) -> None:
+    assert host.socket("tcp://0.0.0.0:3306").is_listening
+
+
+def test_bind_address_configured(host: Any) -> None:
+    assert host.file("/etc/mysql/mariadb.conf.d/60-workbench.cnf").contains("^bind-address = 0.0.0.0$")
+    assert sql(host, "SELECT @@bind_address") == "0.0.0.0"
+
+
+def test_server_answers(host: Any, wait: Any) -> None:
+    wait(lambda: sql(host, "SELECT 1") == "1", "mariadb answers SELECT 1")
+    databases = sql(host, "SHOW DATABASES").split()
+    assert "mysql" in databases
+
+
+def test_data_directory_initialised_at_bake(host: Any) -> None:
+    datadir = host.file("/var/lib/mysql/mysql")
+    assert datadir.is_directory
+    assert datadir.user == "mysql"
+
+
+def test_server_runs_as_mysql(host: Any) -> None:
+    servers = host.process.filter(comm="mariadbd")
+    assert len(servers) == 1
+    assert servers[0].user == "mysql"
+
+
+def test_monit_supervises_mariadb(monit_ready: dict[str, tuple[str, str]]) -> None:
+    assert monit_ready["mariadb"] == ("OK", "Process")
+
+
+def test_timezone_from_the_formula_and_pillar(host: Any) -> None:
+    # The formula's default is Europe/Berlin; the pillar says Etc/UTC.
+    assert host.file("/etc/timezone").content_string.strip() == "Etc/UTC"
+    localtime = host.file("/etc/localtime")
+    assert localtime.is_symlink
+    assert localtime.linked_to == "/usr/share/zoneinfo/Etc/UTC"
+    assert sql(host, "SELECT @@system_time_zone") == "UTC"
