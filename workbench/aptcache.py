@@ -14,6 +14,8 @@ import fcntl
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +46,24 @@ class PackageCache:
         return f"http://127.0.0.1:{self.port}/{mirror.split('://', 1)[-1]}"
 
 
-def render_config(config: Config, port: int, gateway: str) -> dict[str, str]:
+def upstream(config: Config) -> str:
+    return (config.cache.upstream or config.base.mirror).rstrip("/") + "/"
+
+
+def mirror_reachable(config: Config, timeout: float = 5.0) -> bool:
+    """Whether the mirror answers for the suite's Release file (one small HTTP request)."""
+    url = f"{upstream(config)}dists/{config.base.suite}/Release"
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return bool(response.status < 400)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def render_config(config: Config, port: int, gateway: str, offline: bool = False) -> dict[str, str]:
     """The files of the cache's configuration directory, by name."""
     cache_dir = config.state_dir / "aptcache"
-    upstream = (config.cache.upstream or config.base.mirror).rstrip("/") + "/"
     security = config.base.security_mirror.rstrip("/") + "/"
     acng = "\n".join(
         [
@@ -64,12 +80,12 @@ def render_config(config: Config, port: int, gateway: str) -> dict[str, str]:
             "Remap-secdeb: security.debian.org security.debian.org/debian-security "
             "deb.debian.org/debian-security /debian-security ; file:backends_debian_security",
             # Never contact the mirror: everything comes from the cache (a mirror outage).
-            f"Offlinemode: {1 if config.cache.offline else 0}",
+            f"Offlinemode: {1 if offline else 0}",
             "ExThreshold: 4",
             "",
         ]
     )
-    return {"acng.conf": acng, "backends_debian": upstream + "\n", "backends_debian_security": security + "\n"}
+    return {"acng.conf": acng, "backends_debian": upstream(config) + "\n", "backends_debian_security": security + "\n"}
 
 
 # Bakes of one process (`--all`) share one running cache.
@@ -125,7 +141,12 @@ def _running(config: Config) -> Iterator[PackageCache]:
             fcntl.flock(lock, fcntl.LOCK_EX)
         gateway = engine.bridge_gateway()
         port = _pick_port(config.cache.port, gateway)
-        for name, text in render_config(config, port, gateway).items():
+        offline = config.cache.offline or not mirror_reachable(config)
+        if offline and not config.cache.offline:
+            # apt-cacher-ng would answer 503 for every index it cannot revalidate;
+            # offline, it serves what it holds (a warm cache bakes without the mirror).
+            progress.detail(f"package cache: the mirror {upstream(config)} does not answer: cache only")
+        for name, text in render_config(config, port, gateway, offline).items():
             (conf_dir / name).write_text(text)
         argv = [run.which("apt-cacher-ng"), "-c", str(conf_dir)]
         daemon = run.spawn(argv, log=base / "log" / "foreground.log")
