@@ -189,6 +189,11 @@ class SandboxSettings:
     cpus: int = setting(1, "Virtual CPUs of a VM sandbox.")
     salt_dir: str = setting("/srv/salt", "Where the checkout's salt/ tree is shared, read-only, inside a sandbox.")
     ready_timeout: int = setting(90, "Seconds a sandbox's services get to answer on the role's ports.")
+    image_only_tests: tuple[str, ...] = setting(
+        ["test_no_build_machinery", "test_no_package_caches", "test_no_build_host_ca"],
+        "Role tests that check the baked artifact (no Salt, no apt caches left), not what the states do: "
+        "`sandbox.test` leaves them out, since a sandbox keeps Salt and caches to provision again.",
+    )
 
 
 DEFAULT_ENVIRONMENTS = ("sandbox", "staging", "production")
