@@ -30,6 +30,16 @@ app-packages:
     - require:
       - file: /srv/apps/app
 
+# GET /pools: checks the pools the deploy renders (workbench/pools.py).
+/srv/apps/app/workbench_pools.py:
+  file.managed:
+    - source: salt://app/files/workbench_pools.py
+    - user: webapps
+    - group: webapps
+    - mode: '0644'
+    - require:
+      - file: /srv/apps/app
+
 /etc/workbench/app/gunicorn.conf.py:
   file.managed:
     - source: salt://app/files/gunicorn.conf.py

@@ -7,10 +7,15 @@ GET /health answers 200 with the release this container runs, read from
      "environment": "staging"}
 
 GET / is a small page saying the same for people.
+
+GET /pools checks the cache and database pools the deploy gave the app
+(workbench_pools.py).
 """
 
 import html
 import json
+
+from workbench_pools import pools_status
 
 RELEASE_FILE = "/run/workbench/release.json"
 FIELDS = ("role", "release", "version", "environment")
@@ -67,6 +72,9 @@ def application(environ, start_response):
     release = read_release()
     if path == "/health":
         status, body = health(release)
+        return respond(start_response, status, "application/json", json.dumps(body) + "\n")
+    if path == "/pools":
+        status, body = pools_status()
         return respond(start_response, status, "application/json", json.dumps(body) + "\n")
     if path == "/":
         return respond(start_response, "200 OK", "text/html; charset=utf-8", index(release))
