@@ -308,9 +308,10 @@ class Watcher:
         start = time.monotonic()
         try:
             image = self.bake(cfg, role)
-        except WorkbenchError as exc:
-            progress.detail(f"{role}: bake failed: {exc}")
-            return [RoleOutcome(role, "failed", detail=str(exc), seconds=round(time.monotonic() - start, 2))]
+        except Exception as exc:  # noqa: BLE001 - one broken bake, whatever broke, must not end the service
+            detail = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+            progress.detail(f"{role}: bake failed: {detail}")
+            return [RoleOutcome(role, "failed", detail=detail, seconds=round(time.monotonic() - start, 2))]
         state.baked[role] = self._pending[role]
         state.images[role] = image
         outcomes = [RoleOutcome(role, "baked", image=image, seconds=round(time.monotonic() - start, 2))]
@@ -324,9 +325,10 @@ class Watcher:
         env = self.target.promote
         try:
             detail = self.promote(cfg, role, image, env)
-        except WorkbenchError as exc:
-            progress.detail(f"{role}: promotion to {env} failed: {exc}")
-            return RoleOutcome(role, "promote-failed", image, f"{env}: {exc}", round(time.monotonic() - start, 2))
+        except Exception as exc:  # noqa: BLE001 - as for bakes: record it, keep watching
+            why = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+            progress.detail(f"{role}: promotion to {env} failed: {why}")
+            return RoleOutcome(role, "promote-failed", image, f"{env}: {why}", round(time.monotonic() - start, 2))
         return RoleOutcome(role, "promoted", image, f"{env}: {detail}", round(time.monotonic() - start, 2))
 
     def serve(self, on_events: Callable[[list[Event]], None] | None = None) -> int:
@@ -420,7 +422,7 @@ def watch(
         if once:
             events = watcher.poll("once")
             return Summary(tgt.source, tgt.branch, len(events), _failures(events), "")
-        failures: list[Event] = []
+        seen: list[Event] = []
         with contextlib.ExitStack() as stack:
             address = ""
             if tgt.hook_port:
@@ -428,11 +430,12 @@ def watch(
                 progress.step(SCOPE, f"hook listening: curl -X POST http://{address}/hook")
             stack.enter_context(_stop_on_sigterm(watcher))
             try:
-                seen = watcher.serve(lambda evs: failures.extend(e for e in evs if e.status == "failed"))
+                watcher.serve(seen.extend)
             except KeyboardInterrupt:
-                seen = 0
+                # Ctrl-C in the foreground: the event under way was not recorded,
+                # so the next start processes its commit again.
                 progress.detail("interrupted")
-            return Summary(tgt.source, tgt.branch, seen, len(failures), address)
+            return Summary(tgt.source, tgt.branch, len(seen), _failures(seen), address)
 
 
 def _failures(events: list[Event]) -> int:

@@ -180,6 +180,18 @@ def test_a_failing_bake_is_recorded_and_retried_on_the_next_commit(cfg: wb_confi
     assert event.changed == ("app",) and event.status == "ok"
 
 
+def test_an_unexpected_exception_in_a_bake_is_a_failed_role_not_a_dead_watcher(cfg: wb_config.Config) -> None:
+    def bake(config: wb_config.Config, role: str) -> str:
+        if role == "cache":
+            raise RuntimeError("engine hiccup")
+        return f"x/{role}:1"
+
+    (event,) = watch.Watcher(cfg, watch.target(cfg), bake).poll()
+    outcome = {o.role: o for o in event.outcomes}
+    assert outcome["cache"].status == "failed" and outcome["cache"].detail == "RuntimeError: engine hiccup"
+    assert outcome["app"].status == "baked"
+
+
 def test_a_restarted_watcher_does_not_bake_again(cfg: wb_config.Config, repo: Path) -> None:
     bake = FakeBake()
     watcher(cfg, bake).poll()
