@@ -1,0 +1,287 @@
+"""Real bakes: Packer, masterless Salt, testinfra, the package cache, on the real engine.
+
+The shipped roles bake once per session (in parallel, `--all` style); the
+failure cases use tiny roles in a copy of the checkout, without the common
+states, so that each costs seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, config_data, fab, write_config
+from workbench import bake, config, engine, images
+from workbench.errors import BakeFailed, VerifyFailed
+
+SHIPPED = ["base", "app", "cache", "db"]
+
+
+@pytest.fixture(scope="session")
+def shipped(wb_cfg: config.Config, base_image: Any) -> dict[str, bake.BakeResult]:
+    """Every shipped role, baked once (in parallel, sharing the base and the cache)."""
+    return {r.role: r for r in bake.bake(wb_cfg, SHIPPED)}
+
+
+def _labels(tag: str) -> dict[str, str]:
+    image = engine.get_image(tag)
+    assert image is not None, tag
+    return dict(image.labels)
+
+
+@pytest.mark.parametrize("role", SHIPPED)
+def test_shipped_role_is_baked_verified_and_labelled(shipped: dict[str, bake.BakeResult], role: str,
+                                                     wb_cfg: config.Config, base_image: Any) -> None:
+    result = shipped[role]
+    assert result.tag == f"{wb_cfg.prefix}/{role}:{result.version}"
+    labels = _labels(result.tag)
+    for key in images.ACCEPTED_LABELS:
+        assert labels.get(key), f"{result.tag} lacks label {key}"
+    assert labels["workbench.verify"] == "passed"
+    assert labels["workbench.candidate"] == "false"
+    assert labels["workbench.role"] == role
+    assert labels["workbench.inputs"] == result.inputs
+    assert labels["workbench.base"] == base_image.id
+    assert re.match(r"^\d+ passed", labels["workbench.tests"]), labels["workbench.tests"]
+    assert re.match(r"^[0-9a-f]{40}$", labels["workbench.git.commit"])
+
+
+def test_image_carries_no_build_machinery(shipped: dict[str, bake.BakeResult]) -> None:
+    tag = shipped["app"].tag
+    image = engine.get_image(tag)
+    assert image is not None
+    assert image.attrs["Config"]["Entrypoint"] in (None, [""], [])
+    assert image.attrs["Config"]["Cmd"] == ["/usr/local/sbin/workbench-init"]
+    script = (
+        "set -u; for p in /var/tmp/workbench-build /var/tmp/workbench-bundle.tar /etc/salt /var/cache/salt "
+        "/var/log/salt /srv/salt /srv/pillar /usr/sbin/policy-rc.d /etc/apt/apt.conf.d/01workbench-proxy "
+        "/packer-files; do [ -e $p ] && echo LEFT $p; done; "
+        "ls /usr/local/share/ca-certificates | grep workbench-build && echo LEFT ca; "
+        "ls /var/lib/apt/lists | grep -v '^lock$' | grep -v '^partial$' && echo LEFT lists; "
+        "ls /var/cache/apt/archives/*.deb 2>/dev/null && echo LEFT debs; "
+        "ls -A /mnt /tmp | grep . && echo LEFT tmp; "
+        "python3 -c 'import salt' 2>/dev/null && echo LEFT salt-module; "
+        "find / -xdev -name 'salt-call' -o -xdev -name 'thin.tgz' | grep . && echo LEFT salt; "
+        "echo done"
+    )
+    out = engine.client().containers.run(tag, ["sh", "-c", script], entrypoint=[], remove=True).decode()
+    assert out.strip().splitlines()[-1] == "done"
+    assert "LEFT" not in out, out
+    # The host's build-only CA is not in the image's trust bundle.
+    from workbench import ca
+
+    bundle = engine.client().containers.run(
+        tag, ["cat", "/etc/ssl/certs/ca-certificates.crt"], entrypoint=[], remove=True
+    ).decode()
+    for crt in ca.host_cas():
+        body = "".join(crt.read_text().split("-----")[2].split())
+        assert body[40:120] not in "".join(bundle.split()), f"{crt} is in the image's CA bundle"
+
+
+def test_no_op_bake_reuses_in_under_a_second(shipped: dict[str, bake.BakeResult], wb_cfg: config.Config) -> None:
+    start = time.monotonic()
+    again = bake.bake(wb_cfg, SHIPPED)
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.0, f"no-op bake of {SHIPPED} took {elapsed:.2f}s"
+    assert all(r.cached for r in again)
+    assert {r.role: r.tag for r in again} == {k: v.tag for k, v in shipped.items()}
+
+
+@pytest.mark.parametrize(
+    "argv", [("image.bake", "--role", "app"), ("image.bake", "app"), ("image.bake:role=app",), ("image.bake:app",)]
+)
+def test_fab_syntaxes(shipped: dict[str, bake.BakeResult], wb_config_path: Path, argv: tuple[str, ...]) -> None:
+    proc = fab(*argv, config=wb_config_path, check=True)
+    assert f"{shipped['app'].tag} (cache hit, reused)" in proc.stdout
+
+
+def test_fab_image_list_and_json(shipped: dict[str, bake.BakeResult], wb_config_path: Path) -> None:
+    import json
+
+    proc = fab("image.list", "--json", config=wb_config_path, check=True)
+    listed = {i["tag"]: i for i in json.loads(proc.stdout)}
+    for result in shipped.values():
+        assert listed[result.tag]["verify"] == "passed"
+        assert listed[result.tag]["inputs"] == result.inputs
+        assert listed[result.tag]["size"] > 0
+    text = fab("image.list", config=wb_config_path, check=True).stdout
+    assert shipped["db"].tag in text and "passed" in text
+
+
+def test_fab_bake_needs_a_known_role(wb_config_path: Path) -> None:
+    proc = fab("image.bake", "nosuchrole", config=wb_config_path)
+    assert proc.returncode == 2
+    assert "unknown role 'nosuchrole'" in proc.stderr
+    proc = fab("image.bake", config=wb_config_path)
+    assert proc.returncode == 2 and "give one role" in proc.stderr
+
+
+# --- tiny roles in a copy of the checkout ------------------------------------------------
+
+TINY_STATES = {
+    "good": "/etc/good.txt:\n  file.managed:\n    - contents: good\n",
+    "broken": (
+        "/etc/fine.txt:\n  file.managed:\n    - contents: fine\n"
+        "frobnicate:\n  pkg.installed:\n    - name: frobnicate-does-not-exist\n"
+    ),
+    "flunk": "/etc/flunk.txt:\n  file.managed:\n    - contents: real\n",
+    "restless": "stamp:\n  cmd.run:\n    - name: date +%N > /etc/stamp\n",
+    "pkgrole": "hello:\n  pkg.installed:\n    - refresh: true\n",
+    "nosls": "",
+    "badrender": "x:\n  file.managed:\n    - name: {{ nothing.here }}\n",
+}
+TINY_TESTS = {
+    "flunk": "def test_content(host):\n    assert host.file('/etc/flunk.txt').content_string == 'expected'\n",
+    "pkgrole": "def test_hello(host):\n    assert host.package('hello').is_installed\n",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bake-checkout")
+    shutil.copytree(REPO / "images", root / "images")
+    (root / "salt" / "pillar").mkdir(parents=True)
+    (root / "salt" / "pillar" / "top.sls").write_text("base: {}\n")
+    (root / "tests" / "roles").mkdir(parents=True)
+    for name, text in TINY_STATES.items():
+        if name != "nosls":
+            (root / "salt" / name).mkdir()
+            (root / "salt" / name / "init.sls").write_text(text)
+        test = TINY_TESTS.get(name, "def test_runs(host):\n    assert host.file('/etc').is_directory\n")
+        (root / "tests" / "roles" / f"test_{name}.py").write_text(test)
+    return root
+
+
+def tiny_config(wb_prefix: str, wb_state: Path, checkout: Path, path: Path, **cache: Any) -> config.Config:
+    full = config_data(wb_prefix, wb_state)
+    # Only the sections a bake reads: the others refer to roles this checkout lacks.
+    data = {k: full[k] for k in ("workbench", "base", "cache", "builder") if k in full}
+    data["environments"] = {"sandbox": {}}
+    data["workbench"].update(checkout=str(checkout), common_states=[], default_role="good")
+    data["roles"] = {name: {"command": ["sleep", "infinity"]} for name in TINY_STATES}
+    data["roles"]["restless"]["idempotence_exempt"] = cache.pop("exempt", [])
+    data["cache"] = {**data.get("cache", {}), **cache}
+    return config.load(write_config(path, data))
+
+
+@pytest.fixture(scope="session")
+def tiny(wb_prefix: str, wb_state: Path, tiny_checkout: Path, base_image: Any) -> config.Config:
+    return tiny_config(wb_prefix, wb_state, tiny_checkout, wb_state / "tiny.toml")
+
+
+def assert_nothing_left(cfg: config.Config, role: str) -> None:
+    prefix = {engine.PREFIX_LABEL: cfg.prefix}
+    assert not [i.tags for i in engine.images({**prefix, engine.ROLE_LABEL: role})], f"{role} left an image"
+    assert not [c.name for c in engine.containers(prefix) if f"-{role}-" in c.name], f"{role} left a container"
+    assert not engine.images({**prefix, images.CANDIDATE_LABEL: "true"})
+    assert images.latest(cfg, role) is None
+
+
+def test_broken_state_fails_naming_it_and_leaves_nothing(tiny: config.Config) -> None:
+    with pytest.raises(BakeFailed) as failure:
+        bake.bake(tiny, ["broken"])
+    text = str(failure.value)
+    assert "1 state(s) failed" in text and "frobnicate (pkg.installed, sls broken)" in text
+    assert_nothing_left(tiny, "broken")
+
+
+@pytest.mark.parametrize(("role", "message"), [
+    ("nosls", "No matching sls found for 'nosls'"),
+    ("badrender", "Rendering SLS 'base:badrender' failed"),
+])
+def test_uncompilable_states_fail(tiny: config.Config, role: str, message: str) -> None:
+    with pytest.raises(BakeFailed, match="could not compile the states") as failure:
+        bake.bake(tiny, [role])
+    assert message in str(failure.value)
+    assert_nothing_left(tiny, role)
+
+
+def test_failing_role_test_leaves_no_tag(tiny: config.Config) -> None:
+    with pytest.raises(VerifyFailed, match="failed its tests"):
+        bake.bake(tiny, ["flunk"])
+    assert_nothing_left(tiny, "flunk")
+
+
+def test_non_idempotent_state_fails_unless_exempt(tiny: config.Config, wb_prefix: str, wb_state: Path,
+                                                  tiny_checkout: Path) -> None:
+    with pytest.raises(BakeFailed, match="not idempotent") as failure:
+        bake.bake(tiny, ["restless"])
+    assert "stamp (cmd.run, sls restless)" in str(failure.value)
+    assert_nothing_left(tiny, "restless")
+    exempt = tiny_config(wb_prefix, wb_state, tiny_checkout, wb_state / "exempt.toml", exempt=["stamp"])
+    result = bake.bake(exempt, ["restless"])[0]
+    assert _labels(result.tag)["workbench.verify"] == "passed"
+
+
+def test_keep_failed_keeps_named_leftovers_until_prune(tiny: config.Config) -> None:
+    with pytest.raises(BakeFailed):
+        bake.bake(tiny, ["broken"], keep_failed=True)
+    kept = [c for c in engine.containers({engine.PREFIX_LABEL: tiny.prefix}) if "-failed-broken-" in c.name]
+    assert len(kept) == 1 and kept[0].status == "running"
+    # A later bake does not take it for an interrupted one.
+    assert not [w for w in images.remove_stale(tiny) if "broken" in w]
+    pruned = images.prune(tiny, keep=1, role="broken")
+    assert any("-failed-broken-" in r for r in pruned.removed)
+    assert_nothing_left(tiny, "broken")
+
+
+def test_versions_count_up_and_prune_keeps_newest(tiny: config.Config) -> None:
+    first = bake.bake(tiny, ["good"])[0]
+    second = bake.bake(tiny, ["good"], force=True)[0]
+    third = bake.bake(tiny, ["good"], force=True)[0]
+    assert (second.version, third.version) == (first.version + 1, first.version + 2)
+    pruned = images.prune(tiny, keep=2, role="good")
+    assert first.tag in pruned.removed
+    assert engine.get_image(first.tag) is None and engine.get_image(third.tag) is not None
+    fourth = bake.bake(tiny, ["good"], force=True)[0]
+    assert fourth.version == third.version + 1
+
+
+def test_stale_leftovers_of_a_killed_bake_are_removed(tiny: config.Config, base_image: Any) -> None:
+    client = engine.client()
+    dead, alive = "999999999", "1"
+    made = []
+    for pid in (dead, alive):
+        labels = {engine.PREFIX_LABEL: tiny.prefix, images.CANDIDATE_LABEL: "building", images.BAKE_PID_LABEL: pid}
+        container = client.containers.create(base_image.tag, ["sleep", "1"], labels=labels,
+                                              name=f"{tiny.prefix}-build-stale-{pid}")
+        image = container.commit(f"{tiny.prefix}/stale-candidate", pid, changes=[
+            f'LABEL "{images.CANDIDATE_LABEL}"="true" "{images.BAKE_PID_LABEL}"="{pid}"'])
+        made.append((container, image))
+    try:
+        removed = images.remove_stale(tiny)
+        assert f"container {tiny.prefix}-build-stale-{dead}" in removed
+        assert f"image {tiny.prefix}/stale-candidate:{dead}" in removed
+        assert not [w for w in removed if w.endswith(alive)]
+    finally:
+        for container, image in made:
+            engine.remove_container(container)
+            engine.remove_image(image.id)
+
+
+@pytest.fixture()
+def cache_log(wb_state: Path) -> Iterator[Path]:
+    yield wb_state / "aptcache" / "log" / "apt-cacher.log"
+
+
+def test_warm_cache_bakes_with_the_mirror_unreachable(tiny: config.Config, wb_prefix: str, wb_state: Path,
+                                                      tiny_checkout: Path, cache_log: Path) -> None:
+    warm = bake.bake(tiny, ["pkgrole"], force=True)[0]
+    # apt-cacher-ng's log: `time|I|bytes|client|path` is fetched from the mirror,
+    # `time|O|bytes|client|path` is sent to a client.
+    served = [line for line in cache_log.read_text().splitlines() if "|O|" in line]
+    assert any("/hello_" in line for line in served), "the first bake did not go through the cache"
+    # Port 9 on loopback: nothing listens, the mirror is gone.
+    dark = tiny_config(wb_prefix, wb_state, tiny_checkout, wb_state / "dark.toml", upstream="http://127.0.0.1:9/debian")
+    before = len(cache_log.read_text().splitlines())
+    cold = bake.bake(dark, ["pkgrole"], force=True)[0]
+    assert cold.version == warm.version + 1
+    after = cache_log.read_text().splitlines()[before:]
+    assert any("/hello_" in line and "|O|" in line for line in after), "the package was not served by the cache"
+    assert not [line for line in after if "|I|" in line], "the cache fetched from the mirror again"
