@@ -371,6 +371,7 @@ def _write_control(config: Config, sandbox: Sandbox, states: list[str]) -> None:
     _write(directory / "provision.sh", PROVISION_SCRIPT.format(
         guest=GUEST, digest=f"{thin.stat().st_size}-{int(thin.stat().st_mtime)}", args=args,
         result_mark=RESULT_MARK, restart_mark=RESTART_MARK, marker=sandbox_image.MARKER,
+        unit=VM_UNIT, command=" ".join(sandbox.role.command), role=sandbox.role.name,
     ))
 
 
@@ -395,12 +396,30 @@ echo "{result_mark}"
 cat $W/out/result.json 2>/dev/null
 echo
 [ "$rc" -eq 0 ] || exit "$rc"
-if [ -e {marker} ]; then
+if [ "$(cat /proc/1/comm)" = systemd ]; then
+    # A VM sandbox: systemd runs the role's command, as a container runs its image command.
+    unit=/etc/systemd/system/{unit}.service
+    if [ -e $unit ]; then
+        echo "{restart_mark}"
+    else
+        cat >$unit <<UNIT
+[Service]
+ExecStart={command}
+Environment=WORKBENCH_ROLE={role} WORKBENCH_ENVIRONMENT=sandbox WORKBENCH_RELEASE=sandbox
+[Install]
+WantedBy=multi-user.target
+UNIT
+        systemctl daemon-reload && systemctl enable --now {unit}
+    fi
+elif [ -e {marker} ]; then
     echo "{restart_mark}"
 else
     touch {marker}
 fi
 """
+
+# The systemd unit that runs the role's command in a VM sandbox.
+VM_UNIT = "workbench-sandbox"
 
 
 def _restart(config: Config, vg: Vagrant, sandbox: Sandbox) -> None:
@@ -410,13 +429,18 @@ def _restart(config: Config, vg: Vagrant, sandbox: Sandbox) -> None:
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot restart sandbox {sandbox.fqdn}: {exc.explanation}") from None
     else:
-        vg.stream("reload", sandbox.machine, "--no-provision")
+        ssh_file = _machine_dir(config, sandbox) / "ssh_config"
+        run.capture(["ssh", "-F", str(ssh_file), sandbox.fqdn, f"sudo systemctl restart {VM_UNIT}"])
 
 
 def wait_ready(config: Config, sandbox: Sandbox, address: str) -> None:
     """Wait until the role's ports answer (and its health path gives 200)."""
     role = sandbox.role
     if not role.ports or not address:
+        return
+    if address.startswith("127."):
+        # A VM behind NAT (virtualbox): only its SSH port is forwarded.
+        progress.detail(f"not waiting for port(s) {', '.join(map(str, role.ports))}: {address} forwards SSH only")
         return
     deadline = time.monotonic() + config.sandbox.ready_timeout
     for port in role.ports:
