@@ -158,15 +158,21 @@ def _running(config: Config) -> Iterator[PackageCache]:
             daemon.stop()
 
 
+# The highest port apt-cacher-ng can listen on (it keeps the port in a signed short).
+MAX_PORT = 32767
+
+
 def _pick_port(preferred: int, gateway: str) -> int:
     """The configured port, or a free one if another program holds it (said so)."""
     if _bindable(preferred, gateway):
         return preferred
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    progress.detail(f"package cache: port {preferred} is in use, using {port} for this run")
-    return port
+    # Not an ephemeral port from the kernel: apt-cacher-ng 3.7 cannot bind a
+    # port above 32767 ("Error resolving address for binding").
+    for port in range(preferred + 1, MAX_PORT + 1):
+        if _bindable(port, gateway):
+            progress.detail(f"package cache: port {preferred} is in use, using {port} for this run")
+            return port
+    raise WorkbenchError(f"no free port for the package cache between {preferred} and {MAX_PORT}")
 
 
 def _bindable(port: int, gateway: str) -> bool:
