@@ -75,12 +75,42 @@ class BakeResult:
 # --- inputs ------------------------------------------------------------------------
 
 
-def state_closure(salt_root: Path, states: Iterable[str]) -> list[Path]:
-    """The files of salt/ that the given states can reach.
+# What makes one state directory reach another, in .sls and .jinja files:
+# `salt://cache/files/x`, `{% from "cache/map.jinja" import ... %}`,
+# `- sls: cache` (a requisite), and the items of an `include:` list.
+_REFERENCE_RES = (
+    re.compile(r"salt://([\w.-]+)/"),
+    re.compile(r"(?:from|import_yaml|import_json|import_text|include|import)\s+['\"]([\w.-]+)/"),
+    re.compile(r"\bsls:\s*['\"]?([\w-]+)"),
+)
+_INCLUDE_ITEM_RE = re.compile(r"^\s+-\s*['\"]?\.?([\w-]+)")
 
-    A top-level state name (`app` for `app` or `app.nginx`) is reached when a
-    reached file mentions it as a word (`include: - cache.client`,
-    `salt://cache/files/...`): generous, so never missing an include.
+
+def state_references(text: str) -> set[str]:
+    """Top-level state names a state file refers to: {'cache'} for `include: [cache.client]`."""
+    found: set[str] = set()
+    for pattern in _REFERENCE_RES:
+        found.update(m.group(1) for m in pattern.finditer(text))
+    in_include = False
+    for line in text.splitlines():
+        if re.match(r"^include:\s*$", line):
+            in_include = True
+            continue
+        if in_include:
+            match = _INCLUDE_ITEM_RE.match(line)
+            if match:
+                found.add(match.group(1))
+            elif line.strip() and not line.lstrip().startswith("#"):
+                in_include = False
+    return found
+
+
+def state_closure(salt_root: Path, states: Iterable[str]) -> list[Path]:
+    """The files of salt/ that the given states can reach (the include closure).
+
+    A top-level name (`app` for `app` or `app.nginx`) is reached when a reached
+    .sls or .jinja file refers to it (see `state_references`); top-level files
+    and `_*` extension directories are always in.
     """
     if not salt_root.is_dir():
         return []
@@ -94,10 +124,8 @@ def state_closure(salt_root: Path, states: Iterable[str]) -> list[Path]:
             continue
         reached.add(name)
         for path in _files(entries[name]):
-            text = path.read_text(errors="replace")
-            for other in entries:
-                if other not in reached and re.search(rf"(?<![\w-]){re.escape(other)}(?![\w-])", text):
-                    todo.append(other)
+            if path.suffix in (".sls", ".jinja"):
+                todo.extend(state_references(path.read_text(errors="replace")) - reached)
     files: list[Path] = []
     for path in [*always, *(entries[n] for n in sorted(reached))]:
         files.extend(_files(path))

@@ -1,0 +1,137 @@
+"""The bake's content address, state closure, labels and template rendering (no engine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from workbench import bake, builders, config, images, salt
+
+
+@pytest.fixture()
+def checkout(tmp_path: Path) -> Path:
+    states = {
+        "base/init.sls": "include:\n  - base.users\n",
+        "base/users.sls": "webapps:\n  user.present: []\n",
+        "app/init.sls": "include:\n  - shared.web\nnginx:\n  pkg.installed: []\n",
+        "app/files/site": "mentions db and cache in prose only\n",
+        "shared/web.sls": "/etc/web:\n  file.managed:\n    - source: salt://shared/files/web\n",
+        "shared/files/web": "web\n",
+        "cache/init.sls": "memcached:\n  pkg.installed: []\n",
+        "db/init.sls": "{% from 'dbmap/map.jinja' import db %}\nmariadb-server:\n  pkg.installed: []\n",
+        "dbmap/map.jinja": "{% set db = {} %}\n",
+        "pillar/top.sls": "base: {}\n",
+    }
+    for rel, text in states.items():
+        path = tmp_path / "salt" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "role.json").write_text((REPO / "images/role.json").read_text())
+    (tmp_path / "tests" / "roles").mkdir(parents=True)
+    for role in ("base", "app", "cache", "db"):
+        (tmp_path / "tests" / "roles" / f"test_{role}.py").write_text("def test_x(host):\n    pass\n")
+    return tmp_path
+
+
+def make_config(root: Path, **roles: dict[str, object]) -> config.Config:
+    data = {
+        "workbench": {"prefix": "unit", "common_states": ["base"], "default_role": "app"},
+        "roles": {"base": {"states": ["base"]}, "app": {"ports": [80]}, "cache": {}, "db": {}, **roles},
+    }
+    return config.from_dict(data, root / "workbench.toml")
+
+
+def closure_dirs(root: Path, states: list[str]) -> set[str]:
+    return {p.relative_to(root / "salt").parts[0] for p in bake.state_closure(root / "salt", states)}
+
+
+def test_closure_follows_includes_salt_urls_and_imports_not_prose(checkout: Path) -> None:
+    assert closure_dirs(checkout, ["base", "app"]) == {"base", "app", "shared"}
+    assert closure_dirs(checkout, ["base", "db"]) == {"base", "db", "dbmap"}
+    assert closure_dirs(checkout, ["base", "cache"]) == {"base", "cache"}
+
+
+def test_touching_one_roles_state_changes_only_that_roles_inputs(checkout: Path) -> None:
+    cfg = make_config(checkout)
+    before = {r: bake.role_inputs(cfg, cfg.role(r), "sha256:base") for r in cfg.roles}
+    (checkout / "salt/cache/init.sls").write_text("memcached:\n  pkg.installed: []\n# touched\n")
+    after = {r: bake.role_inputs(cfg, cfg.role(r), "sha256:base") for r in cfg.roles}
+    assert [r for r in cfg.roles if before[r] != after[r]] == ["cache"]
+
+
+@pytest.mark.parametrize(
+    ("change", "roles_changed"),
+    [
+        (lambda root: (root / "salt/base/users.sls").write_text("changed\n"), {"base", "app", "cache", "db"}),
+        (lambda root: (root / "salt/pillar/top.sls").write_text("base: {'*': []}\n"), {"base", "app", "cache", "db"}),
+        (lambda root: (root / "images/role.json").write_text("{}"), {"base", "app", "cache", "db"}),
+        (lambda root: (root / "salt/shared/files/web").write_text("other\n"), {"app"}),
+        (lambda root: (root / "tests/roles/test_db.py").write_text("x = 1\n"), {"db"}),
+    ],
+)
+def test_what_counts_as_an_input(checkout: Path, change, roles_changed: set[str]) -> None:  # type: ignore[no-untyped-def]
+    cfg = make_config(checkout)
+    before = {r: bake.hash_inputs(bake.role_inputs(cfg, cfg.role(r), "b")) for r in cfg.roles}
+    change(checkout)
+    after = {r: bake.hash_inputs(bake.role_inputs(cfg, cfg.role(r), "b")) for r in cfg.roles}
+    assert {r for r in cfg.roles if before[r] != after[r]} == roles_changed
+
+
+def test_base_id_and_role_settings_are_inputs(checkout: Path) -> None:
+    cfg = make_config(checkout)
+    app = cfg.role("app")
+    digest = bake.hash_inputs(bake.role_inputs(cfg, app, "sha256:one"))
+    assert digest == bake.hash_inputs(bake.role_inputs(cfg, app, "sha256:one"))
+    assert digest != bake.hash_inputs(bake.role_inputs(cfg, app, "sha256:two"))
+    other = make_config(checkout, app={"ports": [8080]})
+    assert digest != bake.hash_inputs(bake.role_inputs(other, other.role("app"), "sha256:one"))
+
+
+def test_state_list_puts_common_states_first_once(checkout: Path) -> None:
+    cfg = make_config(checkout, app={"states": ["base", "app", "extra"]})
+    assert salt.state_list(cfg, cfg.role("app")) == ["base", "app", "extra"]
+    assert salt.state_list(cfg, cfg.role("base")) == ["base"]
+
+
+def test_minion_config_keeps_everything_under_the_build_dir(checkout: Path) -> None:
+    cfg = make_config(checkout, db={"formulas": []})
+    conf = salt.minion_config("/var/tmp/b", cfg.role("db"), ["formulas/0"])
+    assert conf["root_dir"] == "/var/tmp/b/root"
+    assert conf["file_roots"]["base"] == ["/var/tmp/b/states", "/var/tmp/b/formulas/0"]
+    assert conf["grains"] == {"workbench_role": "db", "workbench_environment": "build"}
+
+
+def test_docker_builder_sets_command_ports_labels_and_names_the_container(checkout: Path) -> None:
+    cfg = make_config(checkout, app={"ports": [80, 443], "command": ["/bin/app", "--serve"]})
+    template = json.loads((checkout / "images/role.json").read_text())
+    labels = {"workbench.prefix": "unit", "workbench.bake.pid": "42", "workbench.role": 'a"b'}
+    request = builders.BuildRequest(cfg.role("app"), "bid", "sha256:base", labels, "unit-build-app-bid")
+    rendered = builders.DockerBuilder().configure(template, request)
+    (block,) = rendered["builders"]
+    assert block["changes"][:4] == ['ENTRYPOINT [""]', 'CMD ["/bin/app", "--serve"]', "EXPOSE 80", "EXPOSE 443"]
+    assert 'LABEL "workbench.role"="a\\"b"' in block["changes"]
+    assert block["run_command"][block["run_command"].index("--name") + 1] == "unit-build-app-bid"
+    assert "workbench.candidate=building" in block["run_command"]
+    assert rendered["provisioners"] == template["provisioners"]
+
+
+def test_unknown_builder_is_a_config_error(checkout: Path) -> None:
+    data = {"workbench": {"prefix": "unit", "default_role": "app"}, "builder": {"type": "qemu"},
+            "roles": {"app": {}}}
+    (checkout / "tests/roles/test_app.py").touch()
+    cfg = config.from_dict(data, checkout / "workbench.toml")
+    with pytest.raises(config.ConfigError, match="type = 'qemu'"):
+        builders.builder_for(cfg)
+
+
+def test_label_changes_quote_values() -> None:
+    assert images.label_changes({"b": "2", "a": "x y"}) == ['LABEL "a"="x y"', 'LABEL "b"="2"']
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5, "5s"), (90, "1m"), (7200, "2h"), (200000, "2d"), (-1, "?")])
+def test_human_age(seconds: int, text: str) -> None:
+    assert images.human_age(seconds) == text
