@@ -203,13 +203,22 @@ def _bake_parallel(config: Config, job: _Job, roles: list[Role]) -> list[BakeRes
     progress.step("bake", f"baking {', '.join(r.name for r in roles)} ({workers} at a time)")
     results: list[BakeResult] = []
     failures: list[str] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {role.name: pool.submit(job.bake, role, prefix_lines=True) for role in roles}
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {role.name: pool.submit(job.bake, role, prefix_lines=True) for role in roles}
+    try:
         for name, future in futures.items():
             try:
                 results.append(future.result())
             except WorkbenchError as exc:
                 failures.append(f"{name}: {exc}")
+    except KeyboardInterrupt:
+        # Only this thread hears Ctrl-C: pass it on so each Packer cleans up, and
+        # start no more bakes; the workers then fail without tagging anything.
+        pool.shutdown(wait=False, cancel_futures=True)
+        run.interrupt_streams()
+        pool.shutdown(wait=True)
+        raise
+    pool.shutdown(wait=True)
     if failures:
         done = ", ".join(r.tag for r in results) or "none"
         raise BakeFailed(f"{len(failures)} of {len(roles)} bakes failed (done: {done}):\n" + "\n".join(failures))

@@ -8,6 +8,7 @@ exit code is trusted, and Ctrl-C passed on to the child so it can clean up.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import signal
@@ -140,6 +141,7 @@ def stream(
         # how the child hears of it.
         start_new_session=True,
     )
+    _streaming.add(proc)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -152,12 +154,27 @@ def stream(
     except BaseException:
         _interrupt(proc)
         raise
+    finally:
+        _streaming.discard(proc)
     duration = time.monotonic() - start
     output = "\n".join(lines)
     if check and returncode != 0:
         shown = None if on_line is _print_indented else list(tail)
         raise CommandFailed(full, returncode, duration, shown)
     return Result(full, returncode, output, "", duration)
+
+
+# Children of `stream` still running, in any thread: a Ctrl-C reaches only the
+# main thread, which passes it on to the children of worker threads (parallel bakes).
+_streaming: set[subprocess.Popen[str]] = set()
+
+
+def interrupt_streams() -> None:
+    """Send SIGINT to every child `stream` is running (each then cleans up and exits)."""
+    for proc in list(_streaming):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
 
 
 def _interrupt(proc: subprocess.Popen[str]) -> None:
