@@ -213,7 +213,11 @@ def role_digest(config: Config, mirror: Mirror, sha: str, role: str) -> str:
 
 
 def commit_config(config: Config, checkout: Path) -> Config:
-    """The commit's own workbench.toml, building into this watcher's prefix and state."""
+    """The commit's own workbench.toml, building into this watcher's prefix and state.
+
+    The commit decides what is built (roles, base, builder); this machine
+    decides where its services are (the package cache, the registry).
+    """
     path = checkout / config_mod.CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"the commit has no {config_mod.CONFIG_FILE} at the top of its tree: nothing to bake")
@@ -221,7 +225,7 @@ def commit_config(config: Config, checkout: Path) -> Config:
     settings = dataclasses.replace(
         loaded.workbench, prefix=config.prefix, state_dir=str(config.state_dir), checkout=str(checkout)
     )
-    return dataclasses.replace(loaded, workbench=settings)
+    return dataclasses.replace(loaded, workbench=settings, cache=config.cache, registry=config.registry)
 
 
 # --- the watcher -------------------------------------------------------------------

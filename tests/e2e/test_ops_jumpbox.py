@@ -24,16 +24,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import config_data, fab, write_config
+from tests.e2e.ops_support import ops_config_data
 from workbench import config as wb_config
 from workbench import engine
 
 
 @pytest.fixture(scope="module")
-def jumpbox_image(wb_cfg: wb_config.Config, docker_engine: None) -> str:
+def jumpbox_image(wb_prefix: str, wb_state: Path, docker_engine: None) -> str:
     """The jumpbox role baked and verified (its role tests pass) by the bake pipeline."""
     from workbench import bake
 
-    return bake.bake_role(wb_cfg, "jumpbox").tag
+    cfg = wb_config.load(write_config(wb_state / "ops-jumpbox-bake.toml", ops_config_data(wb_prefix, wb_state)))
+    return bake.bake_role(cfg, "jumpbox").tag
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ protocol greeting). Adding a member and starting the app again reaches it too.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import config_data, write_config
+from tests.e2e.ops_support import ops_config_data
 from workbench import config as wb_config
 from workbench import engine, pools
 
@@ -54,24 +53,11 @@ print(json.dumps(out))
 """
 
 
-def free_low_port() -> int:
-    # apt-cacher-ng cannot bind ports above 32767, and 3142 may be held by
-    # another run's package cache: give this module's bakes a port of their own.
-    for port in range(21000 + os.getpid() % 1000, 32000, 7):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32000")
-
-
 @pytest.fixture(scope="module")
 def images(wb_prefix: str, wb_state: Path, docker_engine: None) -> dict[str, str]:
     from workbench import bake
 
-    data = config_data(wb_prefix, wb_state, cache={"port": free_low_port()})
+    data = ops_config_data(wb_prefix, wb_state)
     cfg = wb_config.load(write_config(wb_state / "ops-pools-bake.toml", data))
     return {role: bake.bake_role(cfg, role).tag for role in ("cache", "db", "app")}
 

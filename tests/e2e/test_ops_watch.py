@@ -7,13 +7,19 @@ is a fresh process, so what one run processed must be remembered by the next.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, config_data, fab, write_config
+from tests.conftest import REPO, fab, write_config
+from tests.e2e.ops_support import ops_config_data
 
 SKIP = {".git", ".venv", ".workbench", ".vagrant", ".pytest_cache", ".mypy_cache", ".ruff_cache", "__pycache__"}
 
@@ -42,7 +48,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def watch_config(repo: Path, wb_prefix: str, wb_state: Path) -> Path:
-    data = config_data(
+    data = ops_config_data(
         wb_prefix, wb_state, watch={"repository": str(repo), "branch": "master", "roles": ["jumpbox"], "hook_port": 0}
     )
     return write_config(wb_state / "ops-watch.toml", data)
@@ -54,15 +60,16 @@ def commit(repo: Path, path: str, text: str, message: str) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
-def events(config: Path) -> list[dict[str, object]]:
+def events(config: Path, repo: Path) -> list[dict[str, object]]:
+    """The events of `repo` (a kept state directory also holds earlier runs')."""
     out = fab("watch.log", "--json", "--lines", "0", config=config, check=True)
-    return [json.loads(line) for line in out.stdout.splitlines()]
+    return [e for e in map(json.loads, out.stdout.splitlines()) if e["repository"] == str(repo)]
 
 
 def test_watch_bakes_changed_roles_and_survives_failures(repo: Path, watch_config: Path, base_image: object) -> None:
     first = fab("watch", "--once", config=watch_config, timeout=1500)
     assert first.returncode == 0, first.stdout + first.stderr
-    (event,) = events(watch_config)
+    (event,) = events(watch_config, repo)
     assert event["status"] == "ok" and event["changed"] == ["jumpbox"]
     assert event["outcomes"][0]["status"] == "baked"
     tag = str(event["outcomes"][0]["image"])
@@ -71,14 +78,14 @@ def test_watch_bakes_changed_roles_and_survives_failures(repo: Path, watch_confi
     # A new process, nothing new: nothing baked again.
     again = fab("watch", "--once", config=watch_config)
     assert again.returncode == 0 and "0 event(s)" in again.stdout
-    assert len(events(watch_config)) == 1
+    assert len(events(watch_config, repo)) == 1
 
     # A change to the role's inputs: a new image, with its tests.
     conf = "salt/jumpbox/files/sshd-hardening.conf"
     sha = commit(repo, conf, (repo / conf).read_text() + "MaxSessions 4\n", "jumpbox: at most 4 sessions")
     changed = fab("watch", "--once", config=watch_config, timeout=1500)
     assert changed.returncode == 0, changed.stdout + changed.stderr
-    event = events(watch_config)[-1]
+    event = events(watch_config, repo)[-1]
     assert event["commit"] == sha and event["status"] == "ok"
     assert event["outcomes"][0]["image"] != tag
     # The bake saw the commit's tree: the image carries the new setting.
@@ -97,7 +104,7 @@ def test_watch_bakes_changed_roles_and_survives_failures(repo: Path, watch_confi
     bad = commit(repo, state, broken, "jumpbox: a package that does not exist")
     failed = fab("watch", "--once", config=watch_config, timeout=1500)
     assert failed.returncode == 1
-    event = events(watch_config)[-1]
+    event = events(watch_config, repo)[-1]
     assert event["commit"] == bad and event["status"] == "failed"
     assert event["outcomes"][0]["status"] == "failed" and "no-such-package-wb" in str(event["outcomes"][0]["detail"])
     after = fab("watch", "--once", config=watch_config)
@@ -114,3 +121,38 @@ def test_watch_bad_repository_and_branch(watch_config: Path, tmp_path: Path) -> 
     branch = fab("watch", "--once", "--branch", "release", config=watch_config)
     assert branch.returncode == 2
     assert "branch 'release' does not exist in" in branch.stderr and "(its branches: master)" in branch.stderr
+
+
+def test_the_service_fires_on_the_http_hook_and_stops_on_sigterm(repo: Path, watch_config: Path) -> None:
+    # Runs after the bakes above: the state says the branch head is processed.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "WORKBENCH_CONFIG": str(watch_config)}
+    argv = [str(REPO / ".venv/bin/fab"), "watch", "--hook-port", str(port), "--interval", "3600"]
+    service = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert service.stdout is not None
+        for line in service.stdout:
+            if "hook listening" in line:
+                break
+        before = len(events(watch_config, repo))
+        sha = commit(repo, "README.md", "docs only\n", "docs: no role input changes")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/hook", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 202
+        deadline = time.monotonic() + 60
+        while len(events(watch_config, repo)) == before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        event = events(watch_config, repo)[-1]
+        assert event["commit"] == sha and event["trigger"] == "hook" and event["status"] == "unchanged"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as reply:
+            assert json.loads(reply.read())["last_commit"] == sha
+        service.send_signal(signal.SIGTERM)
+        rest, _ = service.communicate(timeout=30)
+        assert service.returncode == 0, rest
+        assert "1 event(s), 0 failed" in rest
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -82,7 +83,8 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cfg(repo: Path) -> wb_config.Config:
-    return wb_config.load(repo / "workbench.toml")
+    loaded = wb_config.load(repo / "workbench.toml")
+    return dataclasses.replace(loaded, cache=wb_config.CacheSettings(port=3999))
 
 
 class FakeBake:
@@ -95,6 +97,7 @@ class FakeBake:
     def __call__(self, config: wb_config.Config, role: str) -> str:
         self.calls.append((role, (config.root / f"salt/{role}/init.sls").read_text()))
         assert config.prefix == "wbt-watch"
+        assert config.cache.port == 3999  # the watcher's machine settings, not the commit's
         if role in self.failing:
             raise BakeFailed(f"state {role} failed")
         return f"wbt-watch/{role}:{len(self.calls)}"
@@ -214,7 +217,7 @@ def test_watched_roles_and_promotion(cfg: wb_config.Config) -> None:
             raise WorkbenchError("cache is unhealthy")
         return f"{role}-1"
 
-    cfg = __import__("dataclasses").replace(cfg, watch=wb_config.WatchSettings(roles=("app", "cache")))
+    cfg = dataclasses.replace(cfg, watch=wb_config.WatchSettings(roles=("app", "cache")))
     bake = FakeBake()
     w = watch.Watcher(cfg, watch.target(cfg, promote="staging"), bake, promote)
     (event,) = w.poll()
