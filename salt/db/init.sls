@@ -1,20 +1,22 @@
 # The db role: MariaDB on port 3306 of every interface, supervised by monit.
 # Debian's postinst initialises the data directory; policy-rc.d keeps it from
 # starting the server during the bake. Needs base.
+
+# Written before the package, so that the data directory the postinst makes
+# already follows it (see the file for why).
+/etc/mysql/mariadb.conf.d/60-workbench.cnf:
+  file.managed:
+    - source: salt://db/files/60-workbench.cnf
+    - makedirs: True
+    - mode: '0644'
+
 mariadb-server:
   pkg.installed:
     - install_recommends: False
     - refresh: False
     - require:
       - cmd: apt-lists
-
-# Read after Debian's 50-server.cnf, which binds to loopback only.
-/etc/mysql/mariadb.conf.d/60-workbench.cnf:
-  file.managed:
-    - source: salt://db/files/60-workbench.cnf
-    - mode: '0644'
-    - require:
-      - pkg: mariadb-server
+      - file: /etc/mysql/mariadb.conf.d/60-workbench.cnf
 
 /etc/monit/conf.d/mariadb:
   file.managed:

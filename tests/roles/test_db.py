@@ -30,6 +30,8 @@ def test_listens_on_every_interface(host: Any) -> None:
 def test_bind_address_configured(host: Any) -> None:
     assert host.file("/etc/mysql/mariadb.conf.d/60-workbench.cnf").contains("^bind-address = 0.0.0.0$")
     assert sql(host, "SELECT @@bind_address") == "0.0.0.0"
+    assert sql(host, "SELECT @@innodb_log_file_size") == str(16 * 1024 * 1024)
+    assert host.file("/var/lib/mysql/ib_logfile0").size == 16 * 1024 * 1024
 
 
 def test_server_answers(host: Any, wait: Any) -> None:
