@@ -77,3 +77,22 @@ def monit_ready(host: Any) -> dict[str, tuple[str, str]]:
         raise AssertionError(f"monit reports {services}")
 
     return wait_until(all_ok, "monit reports every service OK")
+
+
+@pytest.fixture
+def kill_and_wait_restart(host: Any) -> Callable[[str, str], int]:
+    """`kill_and_wait_restart(service, pidfile)`: SIGKILL the service, wait for monit to
+    start it again (a new live pid and monit's OK), return the new pid."""
+
+    def restart(service: str, pidfile: str) -> int:
+        old = int(host.file(pidfile).content_string)
+        host.check_output(f"kill -KILL {old}")
+
+        def restarted() -> int | None:
+            new = int(host.file(pidfile).content_string)
+            alive = new != old and host.run(f"kill -0 {new}").rc == 0
+            return new if alive and monit_summary(host).get(service, ("",))[0] == "OK" else None
+
+        return int(wait_until(restarted, f"monit restarts {service} after kill -9 of pid {old}"))
+
+    return restart

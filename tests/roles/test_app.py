@@ -103,3 +103,11 @@ def test_unknown_path_is_404(host: Any) -> None:
 def test_monit_supervises_nginx_and_gunicorn(monit_ready: dict[str, tuple[str, str]]) -> None:
     assert monit_ready["nginx"] == ("OK", "Process")
     assert monit_ready["gunicorn"] == ("OK", "Process")
+
+
+def test_monit_restarts_killed_services(host: Any, wait: Any, kill_and_wait_restart: Any) -> None:
+    # Last in the file: it kills what the checks above use.
+    kill_and_wait_restart("gunicorn", "/run/gunicorn/workbench-app.pid")
+    kill_and_wait_restart("nginx", "/run/nginx.pid")
+    status, body = wait(lambda: http_ok(host, "http://127.0.0.1/health"), "GET /health after the restarts")
+    assert json.loads(body)["status"] == "ok"

@@ -52,3 +52,9 @@ def test_answers_on_the_container_address(host: Any) -> None:
 
 def test_monit_supervises_memcached(monit_ready: dict[str, tuple[str, str]]) -> None:
     assert monit_ready["memcached"] == ("OK", "Process")
+
+
+def test_monit_restarts_killed_memcached(host: Any, wait: Any, kill_and_wait_restart: Any) -> None:
+    # Last in the file: it kills what the checks above use.
+    kill_and_wait_restart("memcached", "/run/memcached.pid")
+    wait(lambda: memcached(host, "127.0.0.1", "version")[0].startswith("VERSION "), "memcached answers again")

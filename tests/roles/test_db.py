@@ -63,3 +63,9 @@ def test_timezone_from_the_formula_and_pillar(host: Any) -> None:
     assert localtime.is_symlink
     assert localtime.linked_to == "/usr/share/zoneinfo/Etc/UTC"
     assert sql(host, "SELECT @@system_time_zone") == "UTC"
+
+
+def test_monit_restarts_killed_mariadb(host: Any, wait: Any, kill_and_wait_restart: Any) -> None:
+    # Last in the file: it kills what the checks above use.
+    kill_and_wait_restart("mariadb", "/run/mysqld/mysqld.pid")
+    wait(lambda: sql(host, "SELECT 1") == "1", "mariadb answers again")
