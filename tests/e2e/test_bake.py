@@ -231,14 +231,32 @@ def test_keep_failed_keeps_named_leftovers_until_prune(tiny: config.Config) -> N
     assert_nothing_left(tiny, "broken")
 
 
-def test_versions_count_up_and_prune_keeps_newest(tiny: config.Config) -> None:
+def record_release(cfg: config.Config, result: bake.BakeResult) -> None:
+    """A real release record (engineer C's ledger) pointing at `result`'s image."""
+    from workbench import ledger
+
+    draft = ledger.Release(
+        tag="", role=result.role, environment="sandbox", action="promote", status="released",
+        version=result.version, image=result.tag, image_id=result.id, digest="", repository="",
+        inputs=result.inputs, verify="passed", replaces=None, rollback_of=None, who="test", at=ledger.now(),
+    )
+    with ledger.opened(cfg) as book:
+        intent = book.begin(draft)
+        book.finish(intent, intent.release)
+
+
+def test_versions_count_up_and_prune_spares_released(tiny: config.Config) -> None:
     first = bake.bake(tiny, ["good"])[0]
     second = bake.bake(tiny, ["good"], force=True)[0]
     third = bake.bake(tiny, ["good"], force=True)[0]
     assert (second.version, third.version) == (first.version + 1, first.version + 2)
-    pruned = images.prune(tiny, keep=2, role="good")
-    assert first.tag in pruned.removed
-    assert engine.get_image(first.tag) is None and engine.get_image(third.tag) is not None
+    record_release(tiny, first)
+    pruned = images.prune(tiny, keep=1, role="good")
+    assert pruned.ledger_checked
+    assert second.tag in pruned.removed and third.tag not in pruned.removed
+    assert first.tag in pruned.kept_released
+    assert engine.get_image(second.tag) is None
+    assert engine.get_image(first.tag) is not None and engine.get_image(third.tag) is not None
     fourth = bake.bake(tiny, ["good"], force=True)[0]
     assert fourth.version == third.version + 1
 
