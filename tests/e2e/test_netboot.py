@@ -30,8 +30,15 @@ def test_vm_netboots_and_reports_name_and_role(netboot_run: dict[str, Any]) -> N
     assert netboot_run["reported_name"] == "hv1.lab.wpdn"
     assert netboot_run["reported_role"] == "hypervisor"
     assert netboot_run["disk_unchanged"] is True
+    # Written by the live system through its NFS mount, found on the node's export.
+    persisted = Path(netboot_run["persisted"])
+    assert persisted.name == "last-boot.json" and persisted.parent.name == "hv1.lab.wpdn"
+    assert json.loads(persisted.read_text())["name"] == "hv1.lab.wpdn"
     stages = netboot_run["timeline"]["events"]
-    assert list(stages) == ["dhcp offer", "dhcp ack", "ipxe script", "kernel", "initrd", "root image", "reported"]
+    # --json sorts keys: compare the stages reached, then their order in time.
+    order = ["dhcp offer", "dhcp ack", "ipxe script", "kernel", "initrd", "root image", "reported"]
+    assert set(stages) == set(order)
+    assert [stages[s] for s in order] == sorted(stages[s] for s in order)
     assert netboot_run["boot_seconds"] > 0
 
 

@@ -93,6 +93,10 @@ def test_node_serves_tftp_http_dns_and_reports(nb_cfg: wb_config.Config) -> None
         assert answer == ["10.77.0.12", "0"]
         unknown = in_lab(nb_cfg, "python3", "-c", RESOLVE, dns_query("hv9.lab.wpdn").hex()).stdout.split()
         assert unknown[1] == "3"  # NXDOMAIN: the lab domain is answered locally, never forwarded
+        listening = in_lab(nb_cfg, "ss", "-ltn").stdout
+        # Ganesha listens on a v4-mapped socket: "[::ffff:10.77.0.1]:2049".
+        assert "10.77.0.1]:2049" in listening and "10.77.0.1:8080" in listening
+        assert set(running.pids) == {"http", "nfs", "dnsmasq"}
         # A second node on the same prefix is refused, and the first keeps serving.
         with pytest.raises(NetbootError, match="already exists"), node.running(nb_cfg, inv):
             pass

@@ -9,7 +9,7 @@ import pytest
 
 from workbench import config as wb_config
 from workbench.errors import NetbootError
-from workbench.netboot import artifacts, boot, dnsmasq, inventory, labtest, netns, node, qemu, timeline
+from workbench.netboot import artifacts, boot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "netboot"
@@ -191,3 +191,18 @@ def test_live_inputs_change_with_the_states(cfg: wb_config.Config, monkeypatch: 
     monkeypatch.setattr(artifacts, "RECIPE_VERSION", artifacts.RECIPE_VERSION + 1)
     assert artifacts.live_inputs(cfg) != before
     assert "hypervisor" in before["states"]  # type: ignore[operator]
+
+
+def test_nfs_export_config(tmp_path: Path) -> None:
+    plan = nfs.Plan("10.77.0.1", tmp_path / "persist", tmp_path / "nfs")
+    text = nfs.config_text(plan, "10.77.0.0/24")
+    assert "Protocols = 4;" in text and "Bind_addr = 10.77.0.1;" in text
+    assert f"Path = {tmp_path / 'persist'};" in text and "Pseudo = /persist;" in text
+    # Only the lab subnet gets read-write access; everyone else none.
+    assert "Access_Type = None;" in text
+    assert "Clients = 10.77.0.0/24;" in text and "Access_Type = RW;" in text
+    assert "Graceless = true;" in text
+
+
+def test_kernel_args_name_the_persistence_export(inv: inventory.Inventory, live: artifacts.LiveImage) -> None:
+    assert "wb.persist=10.77.0.1:/persist" in boot.kernel_args(inv, live, inv.nodes[0])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .artifacts import LiveImage
 from .inventory import Inventory, Node
+from .nfs import PSEUDO
 
 MENU_TIMEOUT_MS = 10000
 
@@ -30,6 +31,7 @@ def kernel_args(inv: Inventory, live: LiveImage, node: Node | None) -> str:
         "nopersistence",
         "quiet",
         f"wb.report={base}/report",
+        f"wb.persist={inv.network.server}:{PSEUDO}",
     ]
     if node is not None:
         args += [f"wb.role={node.role}", f"wb.name={node.name}"]

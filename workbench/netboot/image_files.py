@@ -13,23 +13,55 @@ REPORT_SCRIPT = r'''#!/usr/bin/python3
 """Tell the networking node this live system is up: host name, role, uptime."""
 import glob
 import json
+import os
 import shlex
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
 
 
 def dhcp_name():
+    values = net_conf()
+    host, domain = values.get("HOSTNAME", ""), values.get("DNSDOMAIN", "")
+    if host and domain and "." not in host:
+        return f"{host}.{domain}"
+    return host
+
+
+def net_conf():
+    values = {}
     for path in sorted(glob.glob("/run/net-*.conf")):
-        values = {}
         for line in open(path):
             key, _, value = line.strip().partition("=")
-            values[key] = (shlex.split(value) or [""])[0]
-        host, domain = values.get("HOSTNAME", ""), values.get("DNSDOMAIN", "")
-        if host:
-            return f"{host}.{domain}" if domain and "." not in host else host
-    return ""
+            values.setdefault(key, (shlex.split(value) or [""])[0])
+    return values
+
+
+def persist(source, name, report):
+    """Mount the node's NFS export (wb.persist=SERVER:/persist) and leave a file on it."""
+    target = "/run/workbench/persist"
+    os.makedirs(target, exist_ok=True)
+    server = source.split(":", 1)[0]
+    # No mount.nfs helper in the image: the kernel takes the options as text itself.
+    own = net_conf().get("IPV4ADDR", "0.0.0.0")
+    options = f"vers=4.1,proto=tcp,soft,timeo=100,retrans=2,addr={server},clientaddr={own}"
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "nfs4", "-o", options, source, target], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        return "mount failed: no answer from the NFS server in 60s"
+    if done.returncode != 0:
+        return "mount failed: " + (done.stderr or done.stdout).strip()
+    folder = os.path.join(target, name or "unknown")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "last-boot.json"), "w") as file:
+        json.dump(report, file, sort_keys=True)
+        file.flush()
+        os.fsync(file.fileno())
+    return os.path.join(name or "unknown", "last-boot.json")
 
 
 def main():
@@ -43,6 +75,8 @@ def main():
         "image_role": open("/etc/workbench/role").read().strip(),
         "uptime": float(open("/proc/uptime").read().split()[0]),
     }
+    if args.get("wb.persist"):
+        report["persisted"] = persist(args["wb.persist"], name, dict(report))
     line = "workbench-report: " + json.dumps(report, sort_keys=True)
     with open("/dev/console", "w") as console:
         console.write(line + "\n")

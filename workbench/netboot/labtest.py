@@ -8,6 +8,7 @@ afterwards, whatever happened.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class LabResult:
     reported_name: str
     reported_role: str
     disk_unchanged: bool
+    persisted: str
     boot_seconds: float
     phases: dict[str, float]
     timeline: dict[str, Any]
@@ -46,6 +48,8 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
     work = config.state_dir / "netboot" / "vm"
     disk = work / "disk.qcow2"
     before = qemu.create_disk(disk)
+    # A file from an earlier boot must not pass for this one's.
+    (inv.export / target.name / "last-boot.json").unlink(missing_ok=True)
     vm = qemu.VM(mac=target.mac, tap=TAP, disk=disk, console=work / "console.log")
     try:
         with node.running(config, inv, live) as running:
@@ -61,6 +65,7 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
                 daemon.stop()
             lines = timeline.build(inv, running.state)
         after = qemu.file_digest(disk)
+        persisted = _persisted(inv, target)
     finally:
         disk.unlink(missing_ok=True)
     line = next(t for t in lines if t.node == target)
@@ -69,6 +74,7 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
         reported_name=str(report.get("name", "")),
         reported_role=str(report.get("role", "")),
         disk_unchanged=before == after,
+        persisted=persisted,
         boot_seconds=report["received"] - power_on,
         phases=phases(line, power_on),
         timeline=line.to_dict(),
@@ -122,10 +128,22 @@ def _check(result: LabResult, target: Node) -> None:
         problems.append(f"reported name {result.reported_name!r}, expected {target.name!r} (from DHCP)")
     if result.reported_role != target.role:
         problems.append(f"reported role {result.reported_role!r}, expected {target.role!r}")
+    if not result.persisted:
+        problems.append(f"no persistence file {target.name}/last-boot.json on the export (VM said: {result.console})")
     if not result.disk_unchanged:
         problems.append("the VM's local disk changed: the live system wrote to it")
     if problems:
         raise NetbootError(f"netboot test of {target.name} failed: " + "; ".join(problems))
+
+
+def _persisted(inv: Inventory, target: Node) -> str:
+    """The file the live system wrote on the NFS export, if it is there and names the node."""
+    path = inv.export / target.name / "last-boot.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(path) if data.get("name") == target.name else ""
 
 
 def _tail(path: Path, lines: int = 25) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import progress
 from ..config import Config
 from ..errors import NetbootError
-from . import boot, dnsmasq, httpserve, netns
+from . import boot, dnsmasq, httpserve, netns, nfs
 from .artifacts import LiveImage, require_live
 from .inventory import Inventory
 
@@ -70,9 +70,11 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None) -> It
     with ExitStack() as stack:
         lab = stack.enter_context(netns.lab(name, net.server, net.prefixlen))
         http = stack.enter_context(httpserve.serving(http_root, net.server, net.http_port, state, lab.name))
+        share = nfs.Plan(net.server, inv.export, state / "nfs")
+        persist = stack.enter_context(nfs.serving(share, net.subnet, lab.name))
         plan = dnsmasq.Plan(lab.bridge, state / "tftp", state / "dnsmasq.log", state / "leases", state / "dnsmasq.conf")
         dns = stack.enter_context(dnsmasq.serving(inv, plan, lab.name))
-        pids = {"http": http.pid, "dnsmasq": dns.pid}
+        pids = {"http": http.pid, "nfs": persist.pid, "dnsmasq": dns.pid}
         _state_file(config).write_text(json.dumps({"netns": lab.name, "pids": pids, "serve": os.getpid()}))
         stack.callback(_state_file(config).unlink, missing_ok=True)
         yield Running(inv, live, lab, state, pids)
@@ -89,6 +91,7 @@ def serve(config: Config, inv: Inventory, until: threading.Event | None = None) 
             where = f"namespace {node.lab.name}"
             progress.step(scope, f"{where}: {net.mode} DHCP, TFTP, DNS ({net.domain}) on {net.server}")
             progress.step(scope, f"HTTP {net.http}/ (live image {node.live.digest}), reports at {net.http}/report")
+            progress.step(scope, f"NFSv4 {net.server}:{nfs.PSEUDO} -> {inv.export} (the nodes' persistence)")
             for n in inv.nodes:
                 progress.detail(f"{n.mac}  {n.address:<15} {n.name}  role {n.role}")
             progress.step(scope, "serving; `fab netboot.status` shows boots, `fab netboot.stop` or Ctrl-C ends it")
@@ -99,7 +102,7 @@ def serve(config: Config, inv: Inventory, until: threading.Event | None = None) 
                 pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-    progress.step(scope, "stopped: dnsmasq and HTTP ended, namespace removed")
+    progress.step(scope, "stopped: dnsmasq, HTTP and NFS ended, namespace removed")
 
 
 def stop(config: Config, timeout: float = 20.0) -> list[str]:
