@@ -1,6 +1,7 @@
 # The image's command: /usr/local/sbin/workbench-init records the release the
 # container runs, runs the roles' start hooks, then runs monit in the
-# foreground, which starts and supervises the role's services.
+# foreground (under tini, the reaper a container's PID 1 must be), which
+# starts and supervises the role's services.
 {%- set role = salt['grains.get']('workbench_role', '') %}
 
 {%- if not role %}
