@@ -118,7 +118,7 @@ def base(c, force=False):
         "json": "print the results as JSON",
     },
 )
-def image_bake(c, role=None, all=False, force=False, keep_failed=False, json=False):
+def image_bake(c, role="", all=False, force=False, keep_failed=False, json=False):
     """Bake a role image with Packer and masterless Salt, verify it with testinfra, tag it <role>:<N>."""
     from workbench import bake as wb_bake
     from workbench.errors import ConfigError
