@@ -677,6 +677,22 @@ def registry_status(c, json=False):
 registry_ns = Collection("registry", registry_up, registry_down, registry_status)
 
 
+@wb(help={"env": "environment to promote to and roll back in (default staging)"})
+def demo(c, env="staging"):
+    """The main job from nothing: base, bake, promote, change, promote, roll back by tag, history."""
+    from workbench import demo as wb_demo
+
+    result = wb_demo.run(_config(), env)
+    labels = ("after the first promote", "after the second promote", f"after rollback to {result.first.tag}")
+    print(f"\ndemo done: {result.url} answered")
+    for label, seen in zip(labels, result.observed, strict=True):
+        page = "changed page" if seen.changed_page else "original page"
+        print(f"  {label:<28} release {seen.release:<10} {page}")
+    print(f"history of app in {env}:")
+    for r in result.history:
+        print(f"  {_release_line(r)}")
+
+
 name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
 image_ns = Collection("image", base, image_bake, image_list, image_prune)
@@ -684,3 +700,4 @@ image_ns = Collection("image", base, image_bake, image_list, image_prune)
 ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, release_ns, registry_ns)
 ns.add_collection(netboot_ns)
 ns.add_collection(sandbox_ns)
+ns.add_task(demo)
