@@ -55,7 +55,8 @@ def run(config: Config, environment: str = "staging") -> DemoResult:
     env = config.environment(environment)
     if not env.frontend_port:
         raise WorkbenchError(
-            f"the demo needs a frontend in {environment}: set [environments.{environment}] frontend_port in {config.path}"
+            f"the demo needs a frontend in {environment}: "
+            f"set [environments.{environment}] frontend_port in {config.path}"
         )
     url = f"http://127.0.0.1:{env.frontend_port}"
 
