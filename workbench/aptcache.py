@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import signal
 import socket
 import threading
 import time
@@ -139,6 +141,8 @@ def _running(config: Config) -> Iterator[PackageCache]:
         except BlockingIOError:
             progress.detail(f"waiting for another bake's package cache ({base}) to stop")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        pid_file = base / "daemon.pid"
+        _stop_orphan(pid_file, conf_dir)
         gateway = engine.bridge_gateway()
         port = _pick_port(config.cache.port, gateway)
         offline = config.cache.offline or not mirror_reachable(config)
@@ -150,6 +154,7 @@ def _running(config: Config) -> Iterator[PackageCache]:
             (conf_dir / name).write_text(text)
         argv = [run.which("apt-cacher-ng"), "-c", str(conf_dir)]
         daemon = run.spawn(argv, log=base / "log" / "foreground.log")
+        pid_file.write_text(f"{daemon.pid}\n")
         try:
             _wait_ready(daemon, port)
             progress.detail(f"package cache: apt-cacher-ng on 127.0.0.1:{port} and {gateway}:{port} (data {base}/data)")
@@ -160,6 +165,23 @@ def _running(config: Config) -> Iterator[PackageCache]:
 
 # The highest port apt-cacher-ng can listen on (it keeps the port in a signed short).
 MAX_PORT = 32767
+
+
+def _stop_orphan(pid_file: Path, conf_dir: Path) -> None:
+    """Stop a cache left running by a bake that was killed outright (we hold the lock now)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return
+    if "apt-cacher-ng" in cmdline and str(conf_dir) in cmdline:
+        progress.detail(f"package cache: stopping the one a killed bake left running (pid {pid})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
 
 
 def _pick_port(preferred: int, gateway: str) -> int:

@@ -56,6 +56,13 @@ def images(labels: dict[str, str]) -> list[Image]:
 
 def containers(labels: dict[str, str]) -> list[Container]:
     filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    # The SDK inspects each listed container: one removed in between (a build
+    # container Packer is cleaning up) makes the listing fail; list again.
+    for _ in range(4):
+        try:
+            return list(client().containers.list(all=True, filters=filters))
+        except docker.errors.NotFound:
+            continue
     return list(client().containers.list(all=True, filters=filters))
 
 

@@ -7,6 +7,7 @@ states, so that each costs seconds, not minutes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -303,3 +304,52 @@ def test_warm_cache_bakes_with_the_mirror_unreachable(tiny: config.Config, wb_pr
     after = cache_log.read_text().splitlines()[before:]
     assert any("/hello_" in line and "|O|" in line for line in after), "the package was not served by the cache"
     assert not [line for line in after if "|I|" in line], "the cache fetched from the mirror again"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_bake_killed_outright_is_cleaned_up_by_the_next(tiny: config.Config) -> None:
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(
+        [str(REPO / ".venv/bin/fab"), "image.bake", "good", "--force"],
+        env={**os.environ, config.ENV_CONFIG: str(tiny.path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not [c for c in engine.containers({engine.PREFIX_LABEL: tiny.prefix}) if "-build-good-" in c.name]:
+            assert proc.poll() is None and time.monotonic() < deadline, "the bake never started its build container"
+            time.sleep(0.5)
+    finally:
+        # kill -9 the bake and Packer (its own process group): nobody cleans up,
+        # and the package cache the bake started is left running.
+        packers = [p for p in _children(proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "packer"]
+        for pid in [*packers, proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        proc.wait()
+    left = [c.name for c in engine.containers({engine.PREFIX_LABEL: tiny.prefix}) if "-build-good-" in c.name]
+    assert left, "the killed bake left nothing to clean up (killed too late?)"
+    result = bake.bake(tiny, ["good"], force=True)[0]
+    assert not [c for c in engine.containers({engine.PREFIX_LABEL: tiny.prefix}) if c.name in left]
+    conf_dir = str(tiny.state_dir / "aptcache" / "conf")
+    caches = [p for p in Path("/proc").glob("[0-9]*") if conf_dir in _cmdline(p)]
+    assert not caches, "the orphaned package cache is still running"
+    assert not engine.images({engine.PREFIX_LABEL: tiny.prefix, images.CANDIDATE_LABEL: "true"})
+    assert _labels(result.tag)["workbench.verify"] == "passed"
