@@ -1,0 +1,48 @@
+"""The package cache's configuration (rendering only; the daemon runs in the e2e tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench import aptcache, ca, config
+
+
+def make_config(tmp_path: Path, **cache: object) -> config.Config:
+    data = {"workbench": {"prefix": "unit", "state_dir": str(tmp_path / "state")}, "cache": cache}
+    return config.from_dict(data, tmp_path / "workbench.toml")
+
+
+def test_backend_is_the_configured_mirror_not_ftp_debian_org(tmp_path: Path) -> None:
+    files = aptcache.render_config(make_config(tmp_path), 3142, "172.17.0.1")
+    assert files["backends_debian"] == "http://deb.debian.org/debian/\n"
+    assert files["backends_debian_security"] == "http://deb.debian.org/debian-security/\n"
+    conf = files["acng.conf"]
+    assert "BindAddress: 127.0.0.1 172.17.0.1" in conf
+    assert "Port: 3142" in conf
+    assert f"CacheDir: {tmp_path / 'state' / 'aptcache' / 'data'}" in conf
+    assert "Offlinemode: 0" in conf
+    assert "ftp.debian.org" not in conf
+
+
+def test_upstream_and_offline_settings(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, upstream="http://127.0.0.1:9/debian", offline=True)
+    files = aptcache.render_config(cfg, 4000, "10.0.0.1", offline=True)
+    assert files["backends_debian"] == "http://127.0.0.1:9/debian/\n"
+    assert "Offlinemode: 1" in files["acng.conf"]
+    assert not aptcache.mirror_reachable(cfg, timeout=2)
+
+
+def test_urls_for_containers_and_debootstrap() -> None:
+    cache = aptcache.PackageCache(port=3142, gateway="172.17.0.1")
+    assert cache.container_proxy == "http://172.17.0.1:3142"
+    assert cache.mirror_via("http://deb.debian.org/debian") == "http://127.0.0.1:3142/deb.debian.org/debian"
+
+
+def test_host_cas_are_copied_flat(tmp_path: Path) -> None:
+    src = tmp_path / "cas"
+    (src / "corp").mkdir(parents=True)
+    (src / "corp" / "proxy.crt").write_text("cert")
+    (src / "README").write_text("not a cert")
+    names = ca.copy_into(tmp_path / "out", src)
+    assert names == ["corp-proxy.crt"]
+    assert (tmp_path / "out" / "corp-proxy.crt").read_text() == "cert"
