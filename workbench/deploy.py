@@ -23,7 +23,7 @@ from typing import Protocol
 import docker.errors
 from docker.models.containers import Container
 
-from . import engine, images, progress
+from . import engine, images, pools, progress
 from .config import Config, Environment, Role
 from .errors import DeployFailed, ReleaseError
 
@@ -146,6 +146,8 @@ class DockerTarget:
         if stale is not None:
             # Left by an interrupted promote of this very tag.
             engine.remove_container(stale)
+        # Pools the role uses (workbench/pools.py): variables and a read-only mount.
+        extra = pools.container_options(self.config, plan.role.name, plan.environment.name)
         try:
             container = engine.client().containers.run(
                 plan.image_id,
@@ -153,7 +155,8 @@ class DockerTarget:
                 name=name,
                 hostname=f"{plan.role.name}.{plan.environment.name}.{self.config.workbench.domain}",
                 network=network,
-                environment=environment_variables(plan),
+                environment={**extra.get("environment", {}), **environment_variables(plan)},
+                volumes=extra.get("volumes") or None,
                 labels={**self._labels(plan.environment, plan.role.name, plan.tag), "workbench.digest": plan.digest},
             )
         except docker.errors.APIError as exc:
@@ -193,8 +196,8 @@ class DockerTarget:
         frontend = self.frontend(environment)
         address = instance.address if instance else None
         _put_file(frontend, UPSTREAM_DIR, UPSTREAM_FILE, upstream_conf(address))
-        _exec(frontend, ["nginx", "-t", "-q"])
-        _exec(frontend, ["nginx", "-s", "reload"])
+        # One exec: a config nginx refuses is never reloaded.
+        _exec(frontend, ["sh", "-c", "nginx -t -q && nginx -s reload"])
         if address:
             self._wait_switched(environment, address)
         _wait_drained(frontend)
