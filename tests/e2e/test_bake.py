@@ -113,6 +113,10 @@ def test_fab_image_list_and_json(shipped: dict[str, bake.BakeResult], wb_config_
         assert listed[result.tag]["size"] > 0
     text = fab("image.list", config=wb_config_path, check=True).stdout
     assert shipped["db"].tag in text and "passed" in text
+    pruned = fab("image.prune", "--keep", "5", config=wb_config_path, check=True).stdout
+    assert "pruned 0 image(s)" in pruned
+    bad = fab("image.prune", "--keep", "0", config=wb_config_path)
+    assert bad.returncode == 2 and "keep at least 1" in bad.stderr
 
 
 def test_fab_bake_needs_a_known_role(wb_config_path: Path) -> None:
