@@ -567,6 +567,8 @@ def destroy(config: Config, target: str | None = None, all: bool = False) -> lis
         if _cleanup(config, vg, sandbox):
             removed.append(sandbox.fqdn)
     _drop_network_if_unused(config)
+    if _engine_answers():
+        _render_pools(config)  # the others no longer list what was destroyed
     return removed
 
 

@@ -8,6 +8,7 @@ state directory, so Vagrant's machines and containers collide with no one's.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tomllib
 from collections.abc import Iterator
@@ -105,6 +106,10 @@ def test_two_sandboxes_reach_each_other_by_name(cfg_path: Path, wb_prefix: str) 
     assert out.strip() == "peer peer.sandbox.wpdn"
     out = ok("sandbox.ssh", "--role", "peer", "-c", FETCH.format("web.sandbox.wpdn:8000"), config=cfg_path)
     assert out.strip() == "hello from web in sandbox"
+    # web uses the pool of peers: rendered from the sandboxes that are up, as a deploy renders it
+    out = ok("sandbox.ssh", "--role", "web", "-c", "cat /run/workbench/pools/pools.json", config=cfg_path)
+    members = json.loads(out)["pools"]["peers"]["members"]
+    assert [m["address"] for m in members] == ["peer.sandbox.wpdn:8001"]
     status = ok("sandbox.status", config=cfg_path)
     rows = {line.split()[0]: line.split() for line in status.splitlines()}
     assert rows["web.sandbox.wpdn"][2:4] == ["running", "docker"]
