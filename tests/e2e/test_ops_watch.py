@@ -124,7 +124,7 @@ def test_watch_bad_repository_and_branch(watch_config: Path, tmp_path: Path) -> 
 
 
 def test_the_service_fires_on_the_http_hook_and_stops_on_sigterm(repo: Path, watch_config: Path) -> None:
-    # Runs after the bakes above: the state says the branch head is processed.
+    # Runs after the bakes above: the branch head (the broken commit) is processed.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -137,11 +137,13 @@ def test_the_service_fires_on_the_http_hook_and_stops_on_sigterm(repo: Path, wat
             if "hook listening" in line:
                 break
         before = len(events(watch_config, repo))
-        sha = commit(repo, "README.md", "docs only\n", "docs: no role input changes")
+        # Reverting the broken commit brings back inputs that were baked: nothing to bake.
+        git(repo, "revert", "--no-edit", "HEAD")
+        sha = git(repo, "rev-parse", "HEAD").strip()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/hook", data=b"{}", method="POST")
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 202
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while len(events(watch_config, repo)) == before and time.monotonic() < deadline:
             time.sleep(0.5)
         event = events(watch_config, repo)[-1]
