@@ -227,10 +227,13 @@ def up(config: Config, target: str | None = None, provider: str | None = None) -
     _remember(config, sandbox, True)
     write_spec(config, image)
     progress.step(scope, f"vagrant up {sandbox.machine} --provider {chosen}")
+    existed = _known_to_vagrant(config, sandbox)
     try:
         vg.stream("up", sandbox.machine, "--provider", chosen, "--no-provision")
     except SandboxError:
-        _cleanup(config, vg, sandbox)
+        # Leave nothing half-made, but never remove a sandbox this up did not make.
+        if not existed:
+            _cleanup(config, vg, sandbox)
         raise
     result = provision(config, sandbox.fqdn)
     return {**result, "seconds": round(time.monotonic() - start, 1), "provider": chosen}
@@ -575,9 +578,7 @@ def destroy(config: Config, target: str | None = None, all: bool = False) -> lis
 def _cleanup(config: Config, vg: Vagrant, sandbox: Sandbox) -> bool:
     """vagrant destroy, then remove whatever Vagrant lost track of; True if anything was there."""
     progress.step(f"sandbox {sandbox.fqdn}", f"vagrant destroy {sandbox.machine}")
-    # Vagrant keeps a machine's id in its dotfile directory while it exists.
-    created = any((_home(config) / "vagrant" / "machines" / sandbox.machine).glob("*/id"))
-    created = created or bool(_containers(config, sandbox))
+    created = _created(config, sandbox)
     failure = None
     try:
         vg.stream("destroy", "--force", sandbox.machine)
@@ -597,6 +598,15 @@ def _cleanup(config: Config, vg: Vagrant, sandbox: Sandbox) -> bool:
     elif failure is not None:
         raise failure
     return created
+
+
+def _known_to_vagrant(config: Config, sandbox: Sandbox) -> bool:
+    # Vagrant keeps a machine's id in its dotfile directory while it exists.
+    return any((_home(config) / "vagrant" / "machines" / sandbox.machine).glob("*/id"))
+
+
+def _created(config: Config, sandbox: Sandbox) -> bool:
+    return _known_to_vagrant(config, sandbox) or bool(_containers(config, sandbox))
 
 
 def _containers(config: Config, sandbox: Sandbox) -> list[Container]:

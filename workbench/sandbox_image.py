@@ -46,7 +46,7 @@ DOCKERFILE = f"""FROM {{base}}
 RUN printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \\
  && apt-get update -q \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server sudo \\
- && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* \\
  && useradd --create-home --shell /bin/bash vagrant \\
  && printf 'vagrant ALL=(ALL) NOPASSWD: ALL\\nDefaults:vagrant !requiretty\\n' >/etc/sudoers.d/vagrant \\
  && chmod 0440 /etc/sudoers.d/vagrant \\

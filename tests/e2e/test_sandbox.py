@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from conftest import REPO, fab, write_config
 
-from workbench import engine
+from workbench import config as wb_config
+from workbench import engine, sandbox, vagrant
+from workbench.errors import SandboxError
 
 TREE = Path(__file__).parent / "sandbox_tree"
 FETCH = "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{}/').read().decode())\""
@@ -115,6 +117,17 @@ def test_two_sandboxes_reach_each_other_by_name(cfg_path: Path, wb_prefix: str) 
     assert rows["web.sandbox.wpdn"][2:4] == ["running", "docker"]
     assert rows["peer.sandbox.wpdn"][2:4] == ["running", "docker"]
     assert sorted(sandbox_containers(wb_prefix)) == [f"{wb_prefix}-sandbox-peer", f"{wb_prefix}-sandbox-web"]
+
+
+def test_a_failed_up_keeps_a_sandbox_it_did_not_make(
+    cfg_path: Path, wb_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a workstation with VirtualBox: Vagrant refuses a second provider for web.
+    monkeypatch.setattr(vagrant.Vagrant, "check_provider", lambda self, provider: None)
+    with pytest.raises(SandboxError, match="An active machine was found with a different provider"):
+        sandbox.up(wb_config.load(cfg_path), "web", provider="virtualbox")
+    assert f"{wb_prefix}-sandbox-web" in sandbox_containers(wb_prefix)
+    ok("sandbox.test", "--role", "web", config=cfg_path)
 
 
 def test_halt_then_up_again(cfg_path: Path) -> None:
