@@ -228,9 +228,12 @@ class DockerTarget:
         """The environment's frontend container, started if need be."""
         name = self.frontend_name(environment)
         container = self._container(name)
-        if container is not None and container.status == "running":
+        if container is not None and container.status == "running" and _published(container) == str(
+            environment.frontend_port
+        ):
             return container
         if container is not None:
+            # Stopped, or published on a port the configuration no longer names.
             engine.remove_container(container)
         image = self._frontend_image or newest_verified(self.config, FRONTEND_ROLE)
         progress.detail(f"starting the {environment.name} frontend on 127.0.0.1:{environment.frontend_port}")
@@ -277,6 +280,12 @@ class DockerTarget:
             time.sleep(0.02)
         if in_a_row < 3:
             raise DeployFailed(f"the {environment.name} frontend still does not answer from {address} after reload")
+
+
+def _published(container: Container) -> str:
+    """The host port the container's port 80 is published on ("" if none)."""
+    bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    return str(((bindings.get("80/tcp") or [{}])[0]).get("HostPort", ""))
 
 
 def _frontend_probe_path(config: Config, environment: Environment) -> str:

@@ -69,6 +69,7 @@ def env(wb_prefix: str, wb_state: Path, base_image: object) -> Iterator[Env]:
         environments={
             "staging": {"frontend_port": free_port(), "variables": {"GREETING": "hello from staging"}},
             "production": {"frontend_port": free_port()},
+            "sandbox": {"retention": 2},
         },
     )
     path = write_config(state / "workbench.toml", data)
@@ -157,6 +158,10 @@ def test_history_has_all_three(env: Env) -> None:
     assert [(r["environment"], r["tag"]) for r in listed] == [("staging", "app-3")]
     shown = json.loads(env.fab("release.show", "app-3", "--json", check=True).stdout)
     assert shown["rollback_of"] == "app-1" and shown["pinned"] is False
+    diff = json.loads(env.fab("release.diff", "app-1", "app-2", "--json", check=True).stdout)
+    # Both images are the base plus a file: the same packages; their inputs differ.
+    assert (diff["added"], diff["removed"], diff["upgraded"]) == ({}, {}, {})
+    assert diff["inputs_changed"] is True and "did not record its git commit" in diff["note"]
 
 
 def _untouched(env: Env, proc: subprocess.CompletedProcess[str], before: list[ledger.Release], text: str) -> None:
@@ -200,12 +205,39 @@ def test_rollback_to_an_image_that_is_gone(env: Env) -> None:
     assert env.serving(env.staging) == "app-3"
 
 
+def test_retention_prunes_outside_the_window_but_never_a_pin(env: Env) -> None:
+    # sandbox keeps 2 releases; it has served v6 (gone) and v1 so far.
+    seven = release.promote(env.config, "app", "sandbox", version=make_version(env, 7))
+    nine = release.promote(env.config, "app", "sandbox", version=make_version(env, 9))
+    release.promote(env.config, "app", "sandbox", version=make_version(env, 8))
+    release.promote(env.config, "app", "sandbox", version=1)
+    would = env.fab("release.prune", "--dry-run", check=True).stdout
+    assert seven.image_id[7:19] in would and nine.image_id[7:19] in would
+    assert env.ids["v1"][7:19] not in would and engine.get_image(seven.image_id) is not None
+    assert ledger.referenced_images(env.config) >= {env.ids["v1"], env.ids["v2"]}
+    env.fab("release.pin", seven.tag, check=True)
+    pruned = env.fab("release.prune", check=True).stdout
+    assert nine.image_id[7:19] in pruned and seven.image_id[7:19] not in pruned
+    assert engine.get_image(nine.image_id) is None
+    assert engine.get_image(seven.image_id) is not None
+    # The registry keeps every released tag: the pruned release can still come back.
+    reg = registry.ensure(env.config)
+    assert registry.manifest_digest(reg, nine.repository, nine.tag) == nine.digest
+    back = release.rollback(env.config, nine.tag)
+    assert back.digest == nine.digest and engine.get_image(nine.image_id) is not None
+
+
+def make_version(env: Env, version: int) -> int:
+    make_app(env.config, env.base, version)
+    return version
+
+
 def test_failed_health_check_is_never_switched_to(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     env.ids["v3-unhealthy"] = make_app(env.config, env.base, 3, env={"FAKEAPP_STATUS": "500"})
     monkeypatch.setattr(deploy, "HEALTH_TIMEOUT", 5.0)
     before = env.history()
     with loadgen.Load(env.staging) as load, pytest.raises(DeployFailed, match="not switched to .app-3 keep"):
-        release.promote(env.config, "app", "staging", message="broken")
+        release.promote(env.config, "app", "staging", version=3, message="broken")
     assert load.result.failed == 0
     failed = env.history()[-1]
     assert (failed.status, failed.version) == ("failed", 3)

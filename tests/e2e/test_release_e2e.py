@@ -1,0 +1,93 @@
+"""Releases of really baked images: the app role (nginx + gunicorn, from salt/app) behind the
+baked frontend role, on the real engine and registry, under steady load.
+
+promote, a second promote (a fresh bake), rollback by tag serving the first
+release's digest, the history with all three, release.diff between them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import config_data, fab, write_config
+
+from workbench import bake, deploy, engine, loadgen, registry
+from workbench import config as wb_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def rel(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[tuple[wb_config.Config, Path]]:
+    state = wb_state / "releases-e2e"
+    state.mkdir(exist_ok=True)
+    data = config_data(
+        wb_prefix,
+        state,
+        registry={"port": free_port()},
+        environments={"staging": {"frontend_port": free_port(), "variables": {"APP_SETTING": "from-staging"}}},
+    )
+    path = write_config(state / "workbench.toml", data)
+    config = wb_config.load(path)
+    try:
+        yield config, path
+    finally:
+        for container in engine.containers({engine.PREFIX_LABEL: config.prefix}):
+            if container.labels.get(deploy.ENV_LABEL) == "staging":
+                engine.remove_container(container)
+        for network in engine.client().networks.list(names=[f"{config.prefix}-staging"]):
+            network.remove()
+        registry.down(config)
+
+
+def health(config: wb_config.Config) -> dict[str, str]:
+    url = f"http://127.0.0.1:{config.environment('staging').frontend_port}/health"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_promote_promote_rollback_history_diff(rel: tuple[wb_config.Config, Path]) -> None:
+    config, path = rel
+    first_bake = bake.bake(config, ["frontend", "app"])[1]
+    fab("release.promote", "app", "--env", "staging", "--version", str(first_bake.version), "--message", "first",
+        config=path, check=True)
+    first = json.loads(fab("release.list", "--json", config=path, check=True).stdout)[0]
+    assert health(config) == {"status": "ok", "role": "app", "release": first["tag"],
+                              "version": str(first_bake.version), "environment": "staging"}
+
+    second_bake = bake.bake_role(config, "app", force=True)
+    assert second_bake.version > first_bake.version
+    url = f"http://127.0.0.1:{config.environment('staging').frontend_port}/health"
+    with loadgen.Load(url) as load:
+        proc = fab("release.promote", "app", "--env", "staging", "--message", "second", config=path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert load.result.failed == 0, load.result.errors
+    second = json.loads(fab("release.list", "--json", config=path, check=True).stdout)[0]
+    assert health(config)["release"] == second["tag"] and second["version"] == second_bake.version
+
+    with loadgen.Load(url) as load:
+        proc = fab(f"release.rollback:{first['tag']}", config=path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert load.result.failed == 0, load.result.errors
+    history = json.loads(fab("release.history", "--env", "staging", "--json", config=path, check=True).stdout)
+    assert [(r["action"], r["rollback_of"]) for r in history] == [
+        ("promote", None), ("promote", None), ("rollback", first["tag"]),
+    ]
+    assert history[2]["digest"] == first["digest"]
+    assert history[2]["replaces"] == second["tag"]
+    assert health(config) == {"status": "ok", "role": "app", "release": history[2]["tag"],
+                              "version": str(first_bake.version), "environment": "staging"}
+
+    diff = json.loads(fab("release.diff", first["tag"], second["tag"], "--json", config=path, check=True).stdout)
+    # The same states baked twice: same packages, same inputs.
+    assert diff["added"] == {} and diff["removed"] == {} and diff["inputs_changed"] is False
