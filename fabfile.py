@@ -444,7 +444,8 @@ def sandbox_provision(c, role="", json=False):
         _print_json(result)
         return
     changed = ", ".join(result["changed"]) or "nothing"
-    print(f"sandbox {result['sandbox']} provisioned: {result['applied']} states, changed {changed}, {result['seconds']}s")
+    print(f"sandbox {result['sandbox']} provisioned: {result['applied']} states, changed {changed}, "
+          f"{result['seconds']}s")
 
 
 @wb(name="test", help=_SANDBOX_HELP)
