@@ -9,7 +9,7 @@ import pytest
 
 from workbench import config as wb_config
 from workbench.errors import NetbootError
-from workbench.netboot import artifacts, boot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
+from workbench.netboot import artifacts, boot, chroot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "netboot"
@@ -206,3 +206,9 @@ def test_nfs_export_config(tmp_path: Path) -> None:
 
 def test_kernel_args_name_the_persistence_export(inv: inventory.Inventory, live: artifacts.LiveImage) -> None:
     assert "wb.persist=10.77.0.1:/persist" in boot.kernel_args(inv, live, inv.nodes[0])
+
+
+def test_salt_result_line_is_found_after_warnings() -> None:
+    out = 'DeprecationWarning: crypt\n{"local": {"pkg_|-p_|-p_|-installed": {"result": true, "changes": {}}}}\n'
+    assert chroot._last_json(out) == {"local": {"pkg_|-p_|-p_|-installed": {"result": True, "changes": {}}}}
+    assert chroot._last_json("Traceback (most recent call last):\n  boom\n") is None

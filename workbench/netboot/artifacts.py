@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import base, progress, run
+from .. import base, progress, run, salt
 from ..config import Config
 from ..errors import BuildFailed, CommandFailed, NetbootError
 from ..inputs import hash_inputs, hash_tree
@@ -70,9 +70,11 @@ def live_dir(config: Config) -> Path:
 
 def live_inputs(config: Config) -> dict[str, object]:
     role = config.role(LIVE_ROLE)
-    states = [*config.workbench.common_states, *role.state_list]
+    states = salt.state_list(config, role)
     salt_root = config.root / "salt"
     return {
+        "salt_version": salt.version(),
+        "formulas": {f: hash_tree(config.root / f) for f in role.formulas},
         "base": hash_inputs(base.base_inputs(config)),
         "packages": list(PACKAGES),
         "pruned": [*PRUNED_MODULES, *PRUNED_PATHS],
@@ -115,7 +117,7 @@ def build_live(config: Config, force: bool = False) -> LiveImage:
             return found
     if os.geteuid() != 0:
         raise BuildFailed("building the live image runs a chroot, which needs root: run as root or with sudo")
-    states = _check_states(config)
+    _check_states(config)
     base_image = base.build_base(config)
     digest = hash_inputs(live_inputs(config))[:12]
     directory = live_dir(config) / digest
@@ -127,7 +129,7 @@ def build_live(config: Config, force: bool = False) -> LiveImage:
         run.capture(["tar", "--numeric-owner", "-xf", str(base_image.rootfs), "-C", str(root)])
         with chroot.mounted(root):
             _install(config, root, scope)
-            chroot.apply_states(config, root, LIVE_ROLE, states, scope)
+            chroot.apply_states(config, root, config.role(LIVE_ROLE), scope)
             image_files.install(root, LIVE_ROLE)
             _prune(root)
         sizes = _pack(root, work / "out", scope)
@@ -143,8 +145,7 @@ def build_live(config: Config, force: bool = False) -> LiveImage:
 
 
 def _check_states(config: Config) -> list[str]:
-    role = config.role(LIVE_ROLE)
-    states = [*config.workbench.common_states, *role.state_list]
+    states = salt.state_list(config, config.role(LIVE_ROLE))
     missing = [s for s in states if not (config.root / "salt" / s).is_dir()]
     if missing:
         raise BuildFailed(

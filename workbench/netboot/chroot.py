@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from .. import base, progress, run
-from ..config import Config
-from ..errors import BuildFailed, CommandFailed
+from .. import base, progress, run, salt
+from ..config import Config, Role
+from ..errors import BuildFailed
 
+_CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+# Where Salt's bundle, states and configuration sit inside the chroot while it runs.
+_SALT_DIR = "/tmp/workbench-salt"
 # /etc/resolv.conf is borrowed from the host for apt, and removed again.
 _BORROWED = ("etc/resolv.conf", "usr/sbin/policy-rc.d")
 
@@ -46,62 +51,59 @@ def mounted(root: Path) -> Iterator[Path]:
             run.capture(["umount", "-l", str(point)], check=False)
 
 
-def run_in(root: Path, argv: Sequence[str], *, env: Mapping[str, str] | None = None, stream: bool = False) -> str:
-    """Run `argv` chrooted into `root`; its output, or streamed one line per line."""
-    full = ["chroot", str(root), *argv]
-    chroot_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
-    if stream:
-        return run.stream(full, env=chroot_env).stdout
-    return run.capture(full, env=chroot_env).stdout
+def run_in(root: Path, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
+    """Run `argv` chrooted into `root`; its output (a failure shows its tail)."""
+    return run.capture(["chroot", str(root), *argv], env={**_CHROOT_ENV, **(env or {})}).stdout
 
 
-def thin_bundle(config: Config) -> Path:
-    """Salt's thin bundle (salt-call with its Python dependencies), made once per state dir."""
-    cache = config.state_dir / "salt-thin"
-    existing = sorted(cache.rglob("thin.tgz"))
-    if existing:
-        return existing[0]
-    import salt.utils.thin  # heavy import, only when a bundle is made
+def apply_states(config: Config, root: Path, role: Role, scope: str) -> list[str]:
+    """Apply the role's states (common ones first) with masterless Salt inside the chroot.
 
-    cache.mkdir(parents=True, exist_ok=True)
-    return Path(salt.utils.thin.gen_thin(str(cache)))
-
-
-def apply_states(config: Config, root: Path, role: str, states: list[str], scope: str) -> None:
-    """Apply `states` with masterless Salt inside the chroot (`--retcode-passthrough`).
-
-    The `workbench_role` grain is set as a bake sets it, so the common states see the role.
+    The same thin bundle, minion configuration, salt-call arguments and result
+    parser as a bake (workbench.salt), so a state behaves here as it does there.
     """
+    states = salt.state_list(config, role)
     progress.step(scope, f"applying Salt states {', '.join(states)} in the chroot")
-    work = root / "tmp/workbench-salt"
+    work = root / _SALT_DIR.lstrip("/")
     (work / "thin").mkdir(parents=True)
     try:
-        run.capture(["tar", "-xzf", str(thin_bundle(config)), "-C", str(work / "thin")])
+        run.capture(["tar", "-xzf", str(salt.thin_bundle(config)), "-C", str(work / "thin")])
         shutil.copytree(config.root / "salt", work / "states", ignore=shutil.ignore_patterns("pillar"))
         pillar = config.root / "salt" / "pillar"
-        argv = [
-            "python3",
-            "/tmp/workbench-salt/thin/salt-call",
-            "--local",
-            "--retcode-passthrough",
-            "--state-output=terse",
-            "--log-level=warning",
-            "--file-root=/tmp/workbench-salt/states",
-            "--config-dir=/tmp/workbench-salt/conf",
-        ]
-        (work / "conf").mkdir()
-        (work / "conf/minion").write_text(
-            f"file_client: local\ncachedir: /tmp/workbench-salt/cache\ngrains:\n  workbench_role: {role}\n"
-        )
         if pillar.is_dir():
             shutil.copytree(pillar, work / "pillar")
-            argv.append("--pillar-root=/tmp/workbench-salt/pillar")
-        try:
-            run_in(root, [*argv, "state.apply", ",".join(states)], stream=True)
-        except CommandFailed as exc:
-            raise BuildFailed(f"Salt states {', '.join(states)} failed in the live image's chroot: {exc}") from None
+        for formula in role.formulas:
+            shutil.copytree(config.root / formula, work / formula)
+        (work / "conf").mkdir()
+        minion = salt.minion_config(_SALT_DIR, role, role.formulas)
+        (work / "conf" / "minion").write_text(json.dumps(minion, indent=2))
+        argv = [
+            "python3",
+            f"{_SALT_DIR}/thin/salt-call",
+            "--log-level=warning",
+            *salt.salt_call_args(_SALT_DIR, states),
+        ]
+        result = run.capture(["chroot", str(root), *argv], env=_CHROOT_ENV, check=False)
+        outcome = salt.parse_state_run(_last_json(result.stdout))
+        if not outcome.ok:
+            raise BuildFailed(
+                f"Salt states {', '.join(states)} failed in the live image's chroot:\n{salt.describe_failure(outcome)}"
+            )
+        progress.detail(f"{len(outcome.states)} states ok, {len(outcome.changed())} changed")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return states
+
+
+def _last_json(stdout: str) -> Any:
+    # `--out=json --out-indent=-1` prints the result as one line; warnings may come before it.
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
 
 
 def remove_tree(path: Path) -> None:

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import progress
+from .. import progress, run
 from ..config import Config
 from ..errors import NetbootError
-from . import httpserve, node, qemu, timeline
+from . import httpserve, netns, node, qemu, timeline
 from .artifacts import build_live
 from .inventory import Inventory, Node
 
@@ -53,9 +53,7 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
     vm = qemu.VM(mac=target.mac, tap=TAP, disk=disk, console=work / "console.log")
     try:
         with node.running(config, inv, live) as running:
-            from .netns import add_tap
-
-            add_tap(running.lab, TAP)
+            netns.add_tap(running.lab, TAP)
             progress.step(scope, f"powering on a VM (qemu TCG) with MAC {target.mac}")
             power_on = time.time()
             daemon = qemu.spawn(vm, running.lab.name, work / "qemu.out")
@@ -84,7 +82,9 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
     return result
 
 
-def _wait_report(state: Path, target: Node, daemon: Any, console: Path, timeout: float, scope: str) -> dict[str, Any]:
+def _wait_report(
+    state: Path, target: Node, daemon: run.Daemon, console: Path, timeout: float, scope: str
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     seen = ""
     while time.monotonic() < deadline:
