@@ -12,6 +12,7 @@ protocol greeting). Adding a member and starting the app again reaches it too.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -229,3 +230,69 @@ def test_the_pool_files_are_read_only_in_the_container(
     assert code != 0 and b"Read-only file system" in out
     document = json.loads(app.exec_run(["cat", "/run/workbench/pools/pools.json"]).output)
     assert document["pools"]["cache"]["members"][0]["address"] == "10.255.0.9:11211"
+
+
+def test_promote_renders_the_pools_and_a_new_member_reaches_the_next_release(
+    images: dict[str, str], wb_prefix: str, wb_state: Path
+) -> None:
+    """Through the real deploy (`release.promote`): pools are rendered when a release starts."""
+    from workbench import deploy, registry, release
+
+    env_name = "opspools"
+    state = wb_state / "ops-pools-release"
+    state.mkdir(exist_ok=True)
+    network = f"{wb_prefix}-{env_name}"
+    labels = {engine.PREFIX_LABEL: wb_prefix, deploy.ENV_LABEL: env_name}
+    engine.client().networks.create(network, driver="bridge", labels=labels)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        registry_port = int(probe.getsockname()[1])
+
+    def config_with(caches: Members, dbs: Members) -> wb_config.Config:
+        data = ops_config_data(
+            wb_prefix,
+            state,
+            registry={"port": registry_port},
+            environments={env_name: {"frontend_port": 0}},
+            pools={
+                "cache": {"role": "cache", "used_by": ["app"], "members": [member(n, a) for n, a in caches]},
+                "db": {"role": "db", "used_by": ["app"], "members": [member(n, a) for n, a in dbs]},
+            },
+        )
+        return wb_config.load(write_config(state / "workbench.toml", data))
+
+    cfg: wb_config.Config | None = None
+    try:
+        cache1 = start(images["cache"], "rel-cache1", network, wb_prefix)
+        db1 = start(images["db"], "rel-db1", network, wb_prefix)
+        grant_app_account(db1)
+        cfg = config_with([("cache1", ip(cache1, network))], [("db1", ip(db1, network))])
+        first = release.promote(cfg, "app", env_name)
+        app = engine.client().containers.get(f"{network}-{first.tag}")
+        body = get_pools(app, network, 200)
+        assert [m["name"] for m in body["pools"]["cache"]["members"]] == ["cache1"]
+        assert body["pools"]["db"]["members"][0]["detail"].startswith("MariaDB ")
+
+        cache2 = start(images["cache"], "rel-cache2", network, wb_prefix)
+        caches = [("cache1", ip(cache1, network)), ("cache2", ip(cache2, network))]
+        cfg = config_with(caches, [("db1", ip(db1, network))])
+        # The same image again: only the configuration changed, and the new release has it.
+        second = release.promote(cfg, "app", env_name, version=first.version)
+        app = engine.client().containers.get(f"{network}-{second.tag}")
+        members = get_pools(app, network, 200)["pools"]["cache"]["members"]
+        assert [(m["name"], m["ok"]) for m in members] == [("cache1", True), ("cache2", True)]
+    finally:
+        for container in engine.containers(labels):
+            engine.remove_container(container)
+        for container in engine.containers({engine.PREFIX_LABEL: wb_prefix, "workbench.test": "ops-pools"}):
+            if container.name.startswith(f"{wb_prefix}-ops-rel-"):
+                engine.remove_container(container)
+        for net in engine.client().networks.list(names=[network]):
+            net.remove()
+        if cfg is not None:
+            registry.down(cfg)
+
+
+
+def member(name: str, address: str) -> dict[str, str]:
+    return {"name": name, "private": address}
