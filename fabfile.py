@@ -221,7 +221,9 @@ def watch_log(c, lines=20, json=False):
             print(f"    error: {event.error}")
         for outcome in event.outcomes:
             if outcome.status.endswith("failed"):
-                print(f"    {outcome.role}: {outcome.detail.splitlines()[0] if outcome.detail else ''}")
+                # The first lines say what failed; `--json` has all of it.
+                for line in outcome.detail.splitlines()[:4]:
+                    print(f"    {line}")
 
 
 @wb(name="unit", help={"write": "write the unit to this path instead of printing it"})
