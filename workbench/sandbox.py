@@ -41,6 +41,7 @@ GUEST = "/srv/workbench"
 RESULT_MARK = "@@workbench-salt-result@@"
 RESTART_MARK = "@@workbench-restart@@"
 PROVIDERS = ("docker", "libvirt", "virtualbox")
+UP_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -228,15 +229,27 @@ def up(config: Config, target: str | None = None, provider: str | None = None) -
     write_spec(config, image)
     progress.step(scope, f"vagrant up {sandbox.machine} --provider {chosen}")
     existed = _known_to_vagrant(config, sandbox)
-    try:
-        vg.stream("up", sandbox.machine, "--provider", chosen, "--no-provision")
-    except SandboxError:
-        # Leave nothing half-made, but never remove a sandbox this up did not make.
-        if not existed:
-            _cleanup(config, vg, sandbox)
-        raise
+    for attempt in range(1, UP_ATTEMPTS + 1):
+        try:
+            vg.stream("up", sandbox.machine, "--provider", chosen, "--no-provision")
+            break
+        except SandboxError as exc:
+            if attempt < UP_ATTEMPTS and _raced(str(exc)):
+                progress.detail("a container vanished while Vagrant inspected it (another user of the engine): again")
+                continue
+            # Leave nothing half-made, but never remove a sandbox this up did not make.
+            if not existed:
+                _cleanup(config, vg, sandbox)
+            raise
     result = provision(config, sandbox.fqdn)
     return {**result, "seconds": round(time.monotonic() - start, 1), "provider": chosen}
+
+
+def _raced(message: str) -> bool:
+    """Vagrant's docker provider inspects every container of the engine on each
+    up (for port collisions); one removed in between by someone else fails it:
+    `Command: ["docker", "inspect", "2dc4…"] … Error: No such object: 2dc4…`."""
+    return '"docker", "inspect"' in message and "No such object" in message
 
 
 def _ensure_network(config: Config) -> None:

@@ -173,3 +173,13 @@ def test_watcher_without_a_result() -> None:
     watcher.feed("python3: can't open file '/srv/workbench/thin/salt-call'")
     assert watcher.result() is None
     assert not salt.parse_state_run(watcher.result()).ok
+
+
+def test_an_engine_race_is_told_from_a_real_failure() -> None:
+    raced = (
+        "vagrant up web --provider docker --no-provision failed: A Docker command executed by Vagrant didn't "
+        'complete successfully!\nCommand: ["docker", "inspect", "2dc4325e8da2", {:notify=>[:stdout, :stderr]}]\n'
+        "Stderr: Error: No such object: 2dc4325e8da2"
+    )
+    assert sandbox._raced(raced)
+    assert not sandbox._raced("vagrant up peer --provider docker --no-provision failed: Conflict. The container name")
