@@ -8,6 +8,7 @@ release's digest, the history with all three, release.diff between them.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +31,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def rel(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[tuple[wb_config.Config, Path]]:
     state = wb_state / "releases-e2e"
-    state.mkdir(exist_ok=True)
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir()
     data = config_data(
         wb_prefix,
         state,
@@ -48,6 +50,7 @@ def rel(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[tuple[wb_co
         for network in engine.client().networks.list(names=[f"{config.prefix}-staging"]):
             network.remove()
         registry.down(config)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def health(config: wb_config.Config) -> dict[str, str]:
@@ -89,5 +92,7 @@ def test_promote_promote_rollback_history_diff(rel: tuple[wb_config.Config, Path
                               "version": str(first_bake.version), "environment": "staging"}
 
     diff = json.loads(fab("release.diff", first["tag"], second["tag"], "--json", config=path, check=True).stdout)
-    # The same states baked twice: same packages, same inputs.
-    assert diff["added"] == {} and diff["removed"] == {} and diff["inputs_changed"] is False
+    assert (diff["a"], diff["b"]) == (first["tag"], second["tag"])
+    assert diff["inputs_changed"] == (first["inputs"] != second["inputs"])
+    # The same role baked twice minutes apart: no package comes or goes.
+    assert diff["added"] == {} and diff["removed"] == {}
