@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO))
 
 from workbench import config as wb_config  # noqa: E402
 
-
 # Role tests (tests/roles) run against images, by the bake, never against this machine.
 collect_ignore = ["roles"]
 
