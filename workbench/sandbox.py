@@ -261,6 +261,15 @@ def _ensure_network(config: Config) -> None:
 
 def _ssh_config(config: Config, vg: Vagrant, sandbox: Sandbox) -> tuple[Path, dict[str, str]]:
     """An ssh_config file naming the sandbox by its full name, and its parsed settings."""
+    path = _machine_dir(config, sandbox) / "ssh_config"
+    if path.is_file():
+        # Vagrant takes seconds to start; the last answer holds while the
+        # container runs at the same address (a restart may change it).
+        cached = parse_ssh_config(path.read_text())
+        for container in _containers(config, sandbox):
+            address = container.attrs.get("NetworkSettings", {}).get("IPAddress")
+            if container.status == "running" and address and address == cached.get("HostName"):
+                return path, cached
     try:
         text = vg.ssh_config_text(sandbox.machine, sandbox.fqdn)
     except CommandFailed:
@@ -268,7 +277,6 @@ def _ssh_config(config: Config, vg: Vagrant, sandbox: Sandbox) -> tuple[Path, di
         raise SandboxError(
             f"sandbox {sandbox.fqdn} is {state.replace('_', ' ')}: run `fab sandbox.up --role {sandbox.machine}`"
         ) from None
-    path = _machine_dir(config, sandbox) / "ssh_config"
     # One connection shared by the many commands of a test run (testinfra
     # opens one per check); the socket path must stay short for a unix socket.
     text = text.rstrip("\n") + "\n  ControlMaster auto\n  ControlPath /tmp/wbsbx-%C\n  ControlPersist 30\n"
