@@ -28,18 +28,16 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
-from . import engine, naming, pools, progress, run, salt, sandbox_image
+from . import engine, naming, pools, progress, run, salt, sandbox_image, sandbox_provision
 from .config import Config, Role
 from .errors import CommandFailed, ConfigError, EngineUnavailable, SandboxError
+from .sandbox_provision import GUEST, VM_UNIT
 from .vagrant import Vagrant, parse_ssh_config
 
 ENVIRONMENT = "sandbox"
 SPEC_ENV = "WORKBENCH_SANDBOX_SPEC"
 SANDBOX_LABEL = "workbench.sandbox"
 VAGRANT_ROOT = Path(__file__).resolve().parents[1]
-GUEST = "/srv/workbench"
-RESULT_MARK = "@@workbench-salt-result@@"
-RESTART_MARK = "@@workbench-restart@@"
 PROVIDERS = ("docker", "libvirt", "virtualbox")
 UP_ATTEMPTS = 3
 
@@ -298,7 +296,7 @@ def provision(config: Config, target: str | None = None) -> dict[str, object]:
     _write_control(config, sandbox, states)
     progress.step(scope, f"applying {', '.join(states)} (salt-call --local; grains workbench_role={sandbox.role.name}, "
                          f"workbench_environment={ENVIRONMENT})")
-    watcher = SaltWatcher()
+    watcher = sandbox_provision.SaltWatcher()
     result = run.stream(["ssh", "-F", str(ssh_file), sandbox.fqdn, f"sudo sh {GUEST}/ctl/provision.sh"],
                         on_line=watcher.feed, check=False)
     state_run = salt.parse_state_run(watcher.result())
@@ -338,112 +336,10 @@ def _check_share(config: Config, sandbox: Sandbox) -> None:
                 )
 
 
-class SaltWatcher:
-    """Reads provision.sh's output: Salt's log lines, then a mark, then the JSON result.
-
-    Shown: each state as it runs (`[INFO    ] Running state [nginx] at time ...`),
-    warnings and errors; the JSON after the mark is kept for the parser.
-    """
-
-    def __init__(self) -> None:
-        self.in_result = False
-        self.restart = False
-        self.json_lines: list[str] = []
-        self.showing = False
-        self.seen_log = False
-
-    def feed(self, line: str) -> None:
-        if line == RESULT_MARK:
-            self.in_result = True
-        elif line == RESTART_MARK:
-            self.restart = True
-        elif self.in_result:
-            self.json_lines.append(line)
-        elif "Running state [" in line:
-            progress.detail("state " + line.split("Running state [", 1)[1].split("]", 1)[0])
-        elif line.startswith("["):
-            # A log line; what follows it, up to the next one, belongs to it.
-            self.showing = line.startswith(("[WARNING", "[ERROR", "[CRITICAL"))
-            if self.showing:
-                progress.detail(line)
-        elif self.showing or not self.seen_log:
-            progress.detail(line)
-        self.seen_log = self.seen_log or line.startswith("[")
-
-    def result(self) -> object:
-        text = "\n".join(self.json_lines).strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return {"local": [f"salt-call's result is not JSON: {text[:300]}"]}
-
-
 def _write_control(config: Config, sandbox: Sandbox, states: list[str]) -> None:
-    """The minion configuration and the script a provision runs, shared at /srv/workbench/ctl."""
-    minion = salt.minion_config(GUEST, sandbox.role, sandbox.role.formulas)
-    # The same configuration as a bake's, but the states are the live share.
-    minion["file_roots"]["base"][0] = config.sandbox.salt_dir
-    minion["pillar_roots"] = {"base": [f"{config.sandbox.salt_dir}/pillar"]}
-    minion["grains"] = {"workbench_role": sandbox.role.name, "workbench_environment": ENVIRONMENT}
-    minion["id"] = sandbox.fqdn
-    directory = _machine_dir(config, sandbox)
-    _write(directory / "minion", json.dumps(minion, indent=2) + "\n")
-    thin = salt.thin_bundle(config)
-    args = " ".join(_sh_quote(a) for a in salt.salt_call_args(GUEST, states))
-    _write(directory / "provision.sh", PROVISION_SCRIPT.format(
-        guest=GUEST, digest=f"{thin.stat().st_size}-{int(thin.stat().st_mtime)}", args=args,
-        result_mark=RESULT_MARK, restart_mark=RESTART_MARK, marker=sandbox_image.MARKER,
-        unit=VM_UNIT, command=" ".join(sandbox.role.command), role=sandbox.role.name,
-    ))
-
-
-def _sh_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-PROVISION_SCRIPT = """#!/bin/sh
-# Written by the workbench: apply the role's states as a bake does, in a sandbox.
-set -u
-W={guest}
-if [ "$(cat $W/thin/.digest 2>/dev/null)" != "{digest}" ]; then
-    rm -rf $W/thin && mkdir -p $W/thin && tar -xzf $W/thin-src/thin.tgz -C $W/thin || exit 1
-    echo "{digest}" >$W/thin/.digest
-fi
-mkdir -p $W/conf $W/out
-cp $W/ctl/minion $W/conf/minion
-rm -f $W/out/result.json
-rc=0
-python3 $W/thin/salt-call --log-level=info --out-file=$W/out/result.json {args} 2>&1 || rc=$?
-echo "{result_mark}"
-cat $W/out/result.json 2>/dev/null
-echo
-[ "$rc" -eq 0 ] || exit "$rc"
-if [ "$(cat /proc/1/comm)" = systemd ]; then
-    # A VM sandbox: systemd runs the role's command, as a container runs its image command.
-    unit=/etc/systemd/system/{unit}.service
-    if [ -e $unit ]; then
-        echo "{restart_mark}"
-    else
-        cat >$unit <<UNIT
-[Service]
-ExecStart={command}
-Environment=WORKBENCH_ROLE={role} WORKBENCH_ENVIRONMENT=sandbox WORKBENCH_RELEASE=sandbox
-[Install]
-WantedBy=multi-user.target
-UNIT
-        systemctl daemon-reload && systemctl enable --now {unit}
-    fi
-elif [ -e {marker} ]; then
-    echo "{restart_mark}"
-else
-    touch {marker}
-fi
-"""
-
-# The systemd unit that runs the role's command in a VM sandbox.
-VM_UNIT = "workbench-sandbox"
+    files = sandbox_provision.control_files(config, sandbox.role, sandbox.fqdn, states, salt.thin_bundle(config))
+    for name, text in files.items():
+        _write(_machine_dir(config, sandbox) / name, text)
 
 
 def _restart(config: Config, vg: Vagrant, sandbox: Sandbox) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench import config as wb_config
-from workbench import salt, sandbox, sandbox_image
+from workbench import salt, sandbox, sandbox_image, sandbox_provision
 from workbench.errors import ConfigError, HostNameError
 
 DATA = Path(__file__).parent / "data" / "sandbox"
@@ -135,8 +135,8 @@ def test_minion_config_is_a_bakes_with_the_live_tree(cfg: wb_config.Config) -> N
     assert "'--local' '--out=json'" in script and "'--retcode-passthrough' 'state.sls' 'base,db'" in script
 
 
-def feed(name: str) -> sandbox.SaltWatcher:
-    watcher = sandbox.SaltWatcher()
+def feed(name: str) -> sandbox_provision.SaltWatcher:
+    watcher = sandbox_provision.SaltWatcher()
     for line in (DATA / name).read_text().splitlines():
         watcher.feed(line)
     return watcher
@@ -169,7 +169,7 @@ def test_watcher_reads_a_render_error() -> None:
 
 
 def test_watcher_without_a_result() -> None:
-    watcher = sandbox.SaltWatcher()
+    watcher = sandbox_provision.SaltWatcher()
     watcher.feed("python3: can't open file '/srv/workbench/thin/salt-call'")
     assert watcher.result() is None
     assert not salt.parse_state_run(watcher.result()).ok
