@@ -393,15 +393,16 @@ def netboot_stop(c):
     help={
         "node": "MAC or name of the node to boot (default: the first)",
         "inventory": _INVENTORY_HELP,
+        "firmware": "bios (qemu's iPXE ROM) or uefi (OVMF's PXE fetches ipxe.efi over TFTP)",
         "json": "print the result as JSON",
     },
 )
-def netboot_test(c, node="", inventory="", json=False):
+def netboot_test(c, node="", inventory="", firmware="bios", json=False):
     """Prove the boot end to end: a qemu VM PXE-boots the live system in a namespace and reports back."""
     from workbench.netboot import labtest
 
     cfg = _config()
-    result = labtest.run_test(cfg, _inventory(cfg, inventory), node or None)
+    result = labtest.run_test(cfg, _inventory(cfg, inventory), node or None, firmware)
     if json:
         _print_json(result.to_dict())
         return

@@ -26,6 +26,7 @@ PACKAGES=(
     dnsmasq-base ipxe       # the netboot node: DHCP, TFTP, DNS; iPXE loaders
     squashfs-tools          # the live image's root filesystem
     nfs-ganesha nfs-ganesha-vfs  # the nodes' persistence (NFSv4 in userspace: no nfsd in this kernel)
+    ovmf                    # UEFI firmware for the netboot test's UEFI VM
     iproute2 git make curl ca-certificates openssh-client
     python3 python3-venv
 )

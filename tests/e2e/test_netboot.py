@@ -65,3 +65,17 @@ def test_build_is_content_addressed(netboot_run: dict[str, Any], wb_config_path:
     proc = fab("netboot.build", config=wb_config_path, check=True)
     assert "cached" in proc.stdout
     assert "3 iPXE scripts" in proc.stdout
+
+
+def test_uefi_client_boots_through_tftp_ipxe_efi(netboot_run: dict[str, Any], wb_config_path: Path) -> None:
+    proc = fab("netboot.test", "--firmware=uefi", "--json", config=wb_config_path, timeout=900)
+    assert proc.returncode == 0, f"UEFI boot failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    result = json.loads(proc.stdout[proc.stdout.index("{\n") :])
+    assert (result["firmware"], result["reported_name"], result["reported_role"]) == (
+        "uefi",
+        "hv1.lab.wpdn",
+        "hypervisor",
+    )
+    # The firmware's own PXE fetched iPXE's EFI loader over TFTP before iPXE took over on HTTP.
+    assert "ipxe loader" in result["timeline"]["events"]
+    assert result["disk_unchanged"] is True and result["persisted"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench import config as wb_config
-from workbench.errors import NetbootError
+from workbench.errors import ConfigError, NetbootError
 from workbench.netboot import artifacts, boot, chroot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,3 +212,18 @@ def test_salt_result_line_is_found_after_warnings() -> None:
     out = 'DeprecationWarning: crypt\n{"local": {"pkg_|-p_|-p_|-installed": {"result": true, "changes": {}}}}\n'
     assert chroot._last_json(out) == {"local": {"pkg_|-p_|-p_|-installed": {"result": True, "changes": {}}}}
     assert chroot._last_json("Traceback (most recent call last):\n  boom\n") is None
+
+
+def test_qemu_uefi_boots_through_the_firmwares_own_pxe(tmp_path: Path) -> None:
+    vm = qemu.VM("52:54:00:77:00:11", "nbtap0", tmp_path / "d.qcow2", tmp_path / "c.log", firmware="uefi")
+    argv = qemu.argv(vm)
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={qemu.OVMF_CODE}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'OVMF_VARS.fd'}" in argv
+    # No iPXE option ROM: OVMF's PXE must fetch ipxe.efi over TFTP, as on a real PC.
+    assert "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:11,romfile=" in argv
+    assert not any("pflash" in a for a in qemu.argv(qemu.VM("m", "t", tmp_path / "d", tmp_path / "c")))
+
+
+def test_unknown_firmware_is_a_clear_error(cfg: wb_config.Config, inv: inventory.Inventory) -> None:
+    with pytest.raises(ConfigError, match="firmware 'coreboot': must be one of bios, uefi"):
+        labtest.run_test(cfg, inv, firmware="coreboot")

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import progress, run
 from ..config import Config
-from ..errors import NetbootError
+from ..errors import ConfigError, NetbootError
 from . import httpserve, netns, node, qemu, timeline
 from .artifacts import build_live
 from .inventory import Inventory, Node
@@ -27,6 +27,7 @@ TAP = "nbtap0"
 @dataclass(frozen=True)
 class LabResult:
     node: str
+    firmware: str
     reported_name: str
     reported_role: str
     disk_unchanged: bool
@@ -40,17 +41,22 @@ class LabResult:
         return asdict(self)
 
 
-def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeout: float = 420.0) -> LabResult:
-    """Boot `node_key` (default: the first node) in a VM and check what it reports."""
+def run_test(
+    config: Config, inv: Inventory, node_key: str | None = None, firmware: str = "bios", timeout: float = 420.0
+) -> LabResult:
+    """Boot `node_key` (default: the first node) in a VM with `firmware` and check what it reports."""
+    if firmware not in qemu.FIRMWARES:
+        raise ConfigError(f"firmware {firmware!r}: must be one of {', '.join(qemu.FIRMWARES)}")
     target = inv.node(node_key) if node_key else inv.nodes[0]
-    scope = f"netboot test {target.short}"
+    scope = f"netboot test {target.short} ({firmware})"
     live = build_live(config)
     work = config.state_dir / "netboot" / "vm"
     disk = work / "disk.qcow2"
     before = qemu.create_disk(disk)
     # A file from an earlier boot must not pass for this one's.
     (inv.export / target.name / "last-boot.json").unlink(missing_ok=True)
-    vm = qemu.VM(mac=target.mac, tap=TAP, disk=disk, console=work / "console.log")
+    vm = qemu.VM(mac=target.mac, tap=TAP, disk=disk, console=work / "console.log", firmware=firmware)
+    qemu.prepare_firmware(vm)
     try:
         with node.running(config, inv, live) as running:
             netns.add_tap(running.lab, TAP)
@@ -66,9 +72,11 @@ def run_test(config: Config, inv: Inventory, node_key: str | None = None, timeou
         persisted = _persisted(inv, target)
     finally:
         disk.unlink(missing_ok=True)
+        disk.with_name("OVMF_VARS.fd").unlink(missing_ok=True)
     line = next(t for t in lines if t.node == target)
     result = LabResult(
         node=target.name,
+        firmware=firmware,
         reported_name=str(report.get("name", "")),
         reported_role=str(report.get("role", "")),
         disk_unchanged=before == after,

@@ -8,10 +8,12 @@ prove the live system leaves a machine's disk alone.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import run
+from ..errors import NetbootError
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,13 @@ class VM:
     console: Path
     memory_mb: int = 1536
     cpus: int = 2
+    firmware: str = "bios"
+
+
+FIRMWARES = ("bios", "uefi")
+# OVMF (Debian's ovmf package), without Secure Boot: Debian's kernel via iPXE is not signed for it.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 def argv(vm: VM) -> list[str]:
@@ -45,13 +54,42 @@ def argv(vm: VM) -> list[str]:
         "-netdev",
         f"tap,id=n0,ifname={vm.tap},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=n0,mac={vm.mac}",
+        _nic(vm),
         "-drive",
         f"file={vm.disk},if=virtio,format=qcow2",
         "-boot",
         "order=n",
         "-no-reboot",
+        *_firmware(vm),
     ]
+
+
+def _nic(vm: VM) -> str:
+    nic = f"virtio-net-pci,netdev=n0,mac={vm.mac}"
+    # Under UEFI, no iPXE option ROM: the firmware's own PXE fetches ipxe.efi over TFTP,
+    # as a real PC's would. Under BIOS, qemu's NIC ROM is iPXE already.
+    return nic + ",romfile=" if vm.firmware == "uefi" else nic
+
+
+def _firmware(vm: VM) -> list[str]:
+    if vm.firmware != "uefi":
+        return []
+    variables = vm.disk.with_name("OVMF_VARS.fd")
+    return [
+        "-drive",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive",
+        f"if=pflash,format=raw,unit=1,file={variables}",
+    ]
+
+
+def prepare_firmware(vm: VM) -> None:
+    """UEFI needs a writable copy of OVMF's variable store per VM."""
+    if vm.firmware != "uefi":
+        return
+    if not OVMF_CODE.is_file():
+        raise NetbootError(f"UEFI firmware {OVMF_CODE} is missing (the ovmf package; make setup installs it)")
+    shutil.copyfile(OVMF_VARS, vm.disk.with_name("OVMF_VARS.fd"))
 
 
 def create_disk(path: Path, size: str = "2G") -> str:
