@@ -248,7 +248,7 @@ watch_ns.add_task(watch_unit)
 # --- pools (operations) -----------------------------------------------------------
 
 
-@wb(name="show", help={"pool": "only this pool (default: every pool)", "json": "print JSON"})
+@wb(name="show", positional=["pool"], help={"pool": "only this pool (default: every pool)", "json": "print JSON"})
 def pools_show(c, pool="", json=False):
     """Show each pool: its role, port, members (private/public) and the roles that use it."""
     import dataclasses
