@@ -90,7 +90,7 @@ def main() -> None:
     data["workbench"]["checkout"] = str(checkout)
     cfg = config.load(write_config(state / "workbench.toml", data))
     figures: dict[str, float] = {}
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str]] = []
     try:
         base_image = base.build_base(cfg)
         # 1. serial, package cache empty (when the state directory is new)
@@ -129,7 +129,9 @@ def main() -> None:
         rebaked = [r.role for r in after if not r.cached]
         for role in roles:
             bake_s, (build_s, build_size) = serial[role], builds[role]
+            provision_s = dict(results[role].phases).get("provision", bake_s)
             rows.append((role, f"{first[role]:.1f}s", f"{bake_s:.1f}s / {build_s:.1f}s = {bake_s / build_s:.2f}x",
+                         f"{provision_s:.1f}s = {provision_s / build_s:.2f}x",
                          f"{results[role].size / 1e6:.0f} MB / {build_size / 1e6:.0f} MB"))
     finally:
         shutil.rmtree(checkout, ignore_errors=True)
@@ -138,9 +140,10 @@ def main() -> None:
             shutil.rmtree(state, ignore_errors=True)
     total_serial = sum(serial.values())
     print()
-    print(f"{'role':<8} {'first bake':>11}  {'cold bake / docker build (warm cache)':<40} size bake / docker")
-    for role, first_s, ratio, size in rows:
-        print(f"{role:<8} {first_s:>11}  {ratio:<40} {size}")
+    print(f"{'role':<8} {'first bake':>11}  {'cold bake / docker build (warm cache)':<40} "
+          f"{'provision only (no verify)':<28} size bake / docker")
+    for role, first_s, ratio, provision, size in rows:
+        print(f"{role:<8} {first_s:>11}  {ratio:<40} {provision:<28} {size}")
     print(f"--all of {len(roles)} roles: {figures['all']:.1f}s vs serial {total_serial:.1f}s "
           f"= {figures['all'] / total_serial:.2f}x")
     print(f"no-op bake of {len(roles)} roles: {figures['noop']:.2f}s in process, "

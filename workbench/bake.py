@@ -18,6 +18,7 @@ the applied state list, command and ports; the role's tests; the Salt version.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -60,16 +61,19 @@ class BakeResult:
     seconds: float
     cached: bool
     tests: str
+    # Seconds per step of a real bake: provision (Packer: both Salt runs and the commit), verify.
+    phases: tuple[tuple[str, float], ...] = ()
 
     def summary(self) -> str:
         how = "cache hit, reused" if self.cached else "baked and verified"
+        split = "".join(f", {name} {seconds:.1f}s" for name, seconds in self.phases)
         return (
             f"{self.role}: {self.tag} ({how}) id {self.id[7:19]}, {progress.human_size(self.size)}, "
-            f"{self.seconds:.1f}s, inputs {self.inputs[:12]}, tests: {self.tests}"
+            f"{self.seconds:.1f}s{split}, inputs {self.inputs[:12]}, tests: {self.tests}"
         )
 
     def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "phases": dict(self.phases)}
 
 
 # --- inputs ------------------------------------------------------------------------
@@ -306,7 +310,9 @@ class _Job:
             "provision_script": str(config.root / PROVISION_SCRIPT),
         }
         on_error = "abort" if self.keep_failed else "cleanup"
+        provision_start = time.monotonic()
         log, failure = packer.build(template, variables=variables, only=self.builder.name, on_error=on_error, on_ui=out)
+        provision_seconds = time.monotonic() - provision_start
         runs = _read_results(results / "results.json")
         if failure is not None:
             self._keep_container(request)
@@ -318,8 +324,9 @@ class _Job:
             self._check_idempotent(role, runs)
             progress.step(scope, f"verify: {role.tests_path} against a fresh container of {candidate_tag}")
             verdict = verify.verify(config, role, candidate, scope=scope, on_line=out)
+            phases = (("provision", provision_seconds), ("verify", verdict.seconds))
             progress.step(scope, f"commit: tests {verdict.summary}")
-            result = self._accept(role, candidate, digest, verdict.summary, start)
+            result = dataclasses.replace(self._accept(role, candidate, digest, verdict.summary, start), phases=phases)
         except (BakeFailed, VerifyFailed):
             self._discard(role, candidate, candidate_tag, bake_id)
             raise
