@@ -48,31 +48,38 @@ def _pause(step: str) -> None:
 def promote(
     config: Config,
     role: str,
-    environment: str,
+    env: str,
     version: int | None = None,
     message: str = "",
     target: DockerTarget | None = None,
 ) -> Release:
-    """Put the role's newest verified image (or `version`) into `environment`; the new record."""
+    """Put the role's newest verified image (or `version`) into environment `env`; the new record.
+
+    `promote(config, "app", "staging", message="new login page").tag == "app-12"`
+    """
     role_cfg = config.role(role)
-    env = config.environment(environment)
+    environment = config.environment(env)
     image_id = deploy.newest_verified(config, role_cfg.name, version)
     labels = _labels(image_id)
     target = target or DockerTarget(config)
-    with ledger.opened(config) as led, _exclusive(config, led, target, env, role_cfg) as current:
-        draft = _draft(config, role_cfg, env, PROMOTE, image_id, labels, current, message)
+    with ledger.opened(config) as led, _exclusive(config, led, target, environment, role_cfg) as current:
+        draft = _draft(config, role_cfg, environment, PROMOTE, image_id, labels, current, message)
         return _carry_out(config, led, target, draft)
 
 
 def rollback(
     config: Config,
     tag: str | None = None,
-    environment: str | None = None,
+    env: str | None = None,
     role: str | None = None,
     message: str = "",
     target: DockerTarget | None = None,
 ) -> Release:
-    """Put release `tag`'s digest back (or, without a tag, the release before the current one)."""
+    """Put release `tag`'s digest back (or, with `env` and `role`, the promote before the current one).
+
+    `rollback(config, "app-11")` or `rollback(config, env="staging", role="app")`
+    """
+    environment = env
     if tag:
         ledger.parse_tag(tag)
     elif not (environment and role):
@@ -80,16 +87,16 @@ def rollback(
     target = target or DockerTarget(config)
     with ledger.opened(config) as led:
         wanted = _rollback_target(led, tag, environment, role) if tag else None
-        env = config.environment(wanted.environment if wanted else environment or "")
+        where = config.environment(wanted.environment if wanted else environment or "")
         role_cfg = config.role(wanted.role if wanted else role or "")
-        with _exclusive(config, led, target, env, role_cfg) as current:
+        with _exclusive(config, led, target, where, role_cfg) as current:
             if wanted is None:
-                wanted = _previous(led, env.name, role_cfg.name, current)
+                wanted = _previous(led, where.name, role_cfg.name, current)
             if current is not None and current.image_id == wanted.image_id:
-                raise ReleaseError(f"{wanted.tag}'s image already serves {role_cfg.name} in {env.name} "
+                raise ReleaseError(f"{wanted.tag}'s image already serves {role_cfg.name} in {where.name} "
                                    f"(as {current.tag}): nothing to roll back")
             image_id = _image_of(config, wanted)
-            draft = _draft(config, role_cfg, env, ROLLBACK, image_id, _labels(image_id), current,
+            draft = _draft(config, role_cfg, where, ROLLBACK, image_id, _labels(image_id), current,
                            message or f"rollback to {wanted.tag}")
             draft = dataclasses.replace(draft, rollback_of=wanted.tag, version=wanted.version, image=wanted.image)
             return _carry_out(config, led, target, draft)
@@ -326,7 +333,9 @@ def current(config: Config) -> list[Release]:
         return led.serving()
 
 
-def history(config: Config, environment: str | None = None, role: str | None = None) -> list[Release]:
+def history(config: Config, env: str | None = None, role: str | None = None) -> list[Release]:
+    """Every record (oldest first), optionally of one environment and role."""
+    environment = env
     if environment:
         config.environment(environment)
     if role:

@@ -137,7 +137,7 @@ def test_rollback_target_checks(tmp_path: Path) -> None:
 def test_rollback_needs_a_tag_or_env_and_role(tmp_path: Path) -> None:
     config = config_at(tmp_path, roles={})
     with pytest.raises(ConfigError, match="needs a release tag"):
-        release.rollback(config, environment="staging")
+        release.rollback(config, env="staging")
     with pytest.raises(ReleaseError, match="not a release tag"):
         release.rollback(config, "app12")
 
