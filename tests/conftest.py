@@ -25,8 +25,10 @@ sys.path.insert(0, str(REPO))
 
 from workbench import config as wb_config  # noqa: E402
 
-# Role tests (tests/roles) run against images, by the bake, never against this machine.
-collect_ignore = ["roles"]
+# Role tests (tests/roles) run against images, by the bake, never against this
+# machine; tests/e2e/sandbox_tree is a small checkout the sandbox tests copy. Not
+# collecting them also keeps their conftest modules from shadowing this one.
+collect_ignore = ["roles", "e2e/sandbox_tree"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
