@@ -61,7 +61,7 @@ def health(config: wb_config.Config) -> dict[str, str]:
 
 def test_promote_promote_rollback_history_diff(rel: tuple[wb_config.Config, Path]) -> None:
     config, path = rel
-    first_bake = bake.bake(config, ["frontend", "app"])[1]
+    first_bake = {r.role: r for r in bake.bake(config, ["frontend", "app"])}["app"]
     fab("release.promote", "app", "--env", "staging", "--version", str(first_bake.version), "--message", "first",
         config=path, check=True)
     first = json.loads(fab("release.list", "--json", config=path, check=True).stdout)[0]
