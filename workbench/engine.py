@@ -110,13 +110,34 @@ def remove_prefix(prefix: str) -> int:
         remove_container(container)
         removed += 1
     for network in client().networks.list(filters={"label": f"{PREFIX_LABEL}={prefix}"}):
-        network.remove()
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            continue
         removed += 1
     for volume in client().volumes.list(filters={"label": f"{PREFIX_LABEL}={prefix}"}):
         volume.remove(force=True)
         removed += 1
-    # Newest first, so children go before the images they were built on.
-    for image in sorted(images(labels), key=lambda i: i.attrs["Created"], reverse=True):
-        remove_image(image.id)
-        removed += 1
+    # Newest first, so children usually go before the images they were built on;
+    # images created in the same second may still come in the wrong order, so an
+    # image that has children left is tried again after the others.
+    pending = sorted(images(labels), key=lambda i: i.attrs["Created"], reverse=True)
+    for _ in range(len(pending)):
+        blocked = []
+        for image in pending:
+            try:
+                remove_image(image.id)
+                removed += 1
+            except WorkbenchError:
+                blocked.append(image)
+        if not blocked or len(blocked) == len(pending):
+            pending = blocked
+            break
+        pending = blocked
+    if pending:
+        names = ", ".join(sorted(tag for image in pending for tag in image.tags) or [i.short_id for i in pending])
+        raise WorkbenchError(
+            f"cannot remove {len(pending)} image(s) of {prefix} that other images are built on: {names} "
+            "(remove those first)"
+        )
     return removed
