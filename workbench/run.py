@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,6 +251,25 @@ def spawn(
             start_new_session=True,
         )
     return Daemon(proc, full, log)
+
+
+@contextlib.contextmanager
+def serving(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    ready: Callable[[Daemon], None],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+) -> Iterator[Daemon]:
+    """A daemon for the `with` block: spawned, `ready(daemon)` waited for (it raises
+    if the daemon never gets there), and always stopped on the way out."""
+    daemon = spawn(argv, log=log, env=env, cwd=cwd)
+    try:
+        ready(daemon)
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def interactive(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | str | None = None) -> int:

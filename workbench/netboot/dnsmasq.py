@@ -145,12 +145,10 @@ def serving(inv: Inventory, plan: Plan, netns: str | None, timeout: float = 10.0
     check(conf, netns)
     prefix = ["ip", "netns", "exec", netns] if netns else []
     plan.log.parent.mkdir(parents=True, exist_ok=True)
-    daemon = run.spawn([*prefix, *argv(conf)], log=plan.log.with_suffix(".out"))
-    try:
-        _wait_ready(daemon, plan, timeout)
+    with run.serving(
+        [*prefix, *argv(conf)], log=plan.log.with_suffix(".out"), ready=lambda d: _wait_ready(d, plan, timeout)
+    ) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def _wait_ready(daemon: run.Daemon, plan: Plan, timeout: float) -> None:

@@ -129,12 +129,10 @@ def serving(
     ]
     out = state / "http.out"
     out.unlink(missing_ok=True)
-    daemon = run.spawn(argv, log=out, cwd=Path(__file__).resolve().parents[2])
-    try:
-        _wait_ready(daemon, bind, port, timeout)
+    with run.serving(
+        argv, log=out, cwd=Path(__file__).resolve().parents[2], ready=lambda d: _wait_ready(d, bind, port, timeout)
+    ) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def _wait_ready(daemon: run.Daemon, bind: str, port: int, timeout: float) -> None:

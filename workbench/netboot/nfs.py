@@ -92,12 +92,12 @@ def serving(plan: Plan, subnet: str, netns: str, timeout: float = 30.0) -> Itera
     (plan.state / "recovery").mkdir(parents=True, exist_ok=True)
     plan.conf.write_text(config_text(plan, subnet))
     plan.log.unlink(missing_ok=True)
-    daemon = run.spawn(["ip", "netns", "exec", netns, *argv(plan)], log=plan.state / "ganesha.out")
-    try:
-        _wait_ready(daemon, plan, timeout)
+    with run.serving(
+        ["ip", "netns", "exec", netns, *argv(plan)],
+        log=plan.state / "ganesha.out",
+        ready=lambda d: _wait_ready(d, plan, timeout),
+    ) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 def _wait_ready(daemon: run.Daemon, plan: Plan, timeout: float) -> None:
