@@ -148,3 +148,16 @@ def fab(*args: str, config: Path, check: bool = False, timeout: float = 900) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"fab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in `repo` as a fixed author, with none of the user's own git configuration."""
+    env = {
+        "GIT_AUTHOR_NAME": "Ops",
+        "GIT_AUTHOR_EMAIL": "ops@example.invalid",
+        "GIT_COMMITTER_NAME": "Ops",
+        "GIT_COMMITTER_EMAIL": "ops@example.invalid",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(repo),
+    }
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout

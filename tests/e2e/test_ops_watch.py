@@ -18,22 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, fab, write_config
+from tests.conftest import REPO, fab, git, write_config
 from tests.e2e.ops_support import ops_config_data
 
 SKIP = {".git", ".venv", ".workbench", ".vagrant", ".pytest_cache", ".mypy_cache", ".ruff_cache", "__pycache__"}
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        "GIT_AUTHOR_NAME": "Ops",
-        "GIT_AUTHOR_EMAIL": "ops@example.invalid",
-        "GIT_COMMITTER_NAME": "Ops",
-        "GIT_COMMITTER_EMAIL": "ops@example.invalid",
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(repo),
-    }
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module")

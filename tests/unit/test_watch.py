@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import git
 
 from workbench import config as wb_config
 from workbench import hook, watch
@@ -34,18 +35,6 @@ ports = [80]
 [roles.cache]
 ports = [11211]
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        "GIT_AUTHOR_NAME": "Ops",
-        "GIT_AUTHOR_EMAIL": "ops@example.invalid",
-        "GIT_COMMITTER_NAME": "Ops",
-        "GIT_COMMITTER_EMAIL": "ops@example.invalid",
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(repo),
-    }
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def commit(repo: Path, message: str, files: dict[str, str]) -> str:
