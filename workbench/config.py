@@ -346,11 +346,7 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
             problems.append(f"{where} {key} = {value!r}: must be one of {', '.join(choices)}")
             continue
         values[key] = tuple(value) if isinstance(value, list) else value
-    try:
-        return cls(**values)
-    except TypeError:
-        # Only a missing required field gets here, and `name` is always given.
-        raise
+    return cls(**values)
 
 
 def _check_type(value: Any, hint: Any) -> str | None:
