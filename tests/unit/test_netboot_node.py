@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from workbench import chroot
 from workbench import config as wb_config
 from workbench.errors import ConfigError, NetbootError
-from workbench.netboot import artifacts, boot, chroot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
+from workbench.netboot import artifacts, boot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "netboot"

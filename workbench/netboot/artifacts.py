@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import base, progress, run, salt
+from .. import base, chroot, progress, run, salt
 from ..config import Config
 from ..errors import BuildFailed, CommandFailed, NetbootError
 from ..inputs import hash_inputs, hash_tree
-from . import chroot, image_files
+from . import image_files
 
 # Bump when the recipe below changes, so old artifacts are not reused.
 RECIPE_VERSION = 1

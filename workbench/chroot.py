@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .. import base, progress, run, salt
-from ..config import Config, Role
-from ..errors import BuildFailed
+from . import base, progress, run, salt
+from .config import Config, Role
+from .errors import BuildFailed
 
 _CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 # Where Salt's bundle, states and configuration sit inside the chroot while it runs.
@@ -87,7 +87,7 @@ def apply_states(config: Config, root: Path, role: Role, scope: str) -> list[str
         outcome = salt.parse_state_run(_last_json(result.stdout))
         if not outcome.ok:
             raise BuildFailed(
-                f"Salt states {', '.join(states)} failed in the live image's chroot:\n{salt.describe_failure(outcome)}"
+                f"Salt states {', '.join(states)} failed in the chroot {root}:\n{salt.describe_failure(outcome)}"
             )
         progress.detail(f"{len(outcome.states)} states ok, {len(outcome.changed())} changed")
     finally:
