@@ -136,11 +136,13 @@ def image_bake(c, role="", all=False, force=False, keep_failed=False, json=False
 
 @wb(name="list", help={"role": "only this role", "json": "print JSON"})
 def image_list(c, role="", json=False):
-    """List accepted role images: role, version, inputs hash, age, size, test result."""
+    """List accepted role images (container images and qcow2 disks): version, inputs hash, age, size, tests."""
+    from workbench import disks as wb_disks
     from workbench import images as wb_images
     from workbench.progress import human_size
 
-    found = wb_images.list_images(_config(), role or None)
+    cfg = _config()
+    found = wb_images.list_images(cfg, role or None) + wb_disks.list_disks(cfg, role or None)
     if json:
         _print_json([i.to_dict() for i in found])
         return
@@ -150,23 +152,27 @@ def image_list(c, role="", json=False):
     print(f"{'IMAGE':<28} {'INPUTS':<12} {'AGE':>5} {'SIZE':>9}  TESTS")
     for i in found:
         dirty = " (dirty checkout)" if i.git_dirty else ""
+        where = f"  {i.path}" if i.path else ""
         print(f"{i.tag:<28} {i.inputs[:12]:<12} {wb_images.human_age(i.age_seconds):>5} "
-              f"{human_size(i.size):>9}  {i.verify}: {i.tests}{dirty}")
+              f"{human_size(i.size):>9}  {i.verify}: {i.tests}{dirty}{where}")
 
 
 @wb(name="prune", help={"keep": "versions to keep per role (newest)", "role": "only this role"})
 def image_prune(c, keep=3, role=""):
-    """Remove old role image versions, never one a release record points at."""
+    """Remove old role image versions (images and qcow2 disks), never one a release record points at."""
+    from workbench import disks as wb_disks
     from workbench import images as wb_images
 
-    result = wb_images.prune(_config(), int(keep), role or None)
-    for tag in result.removed:
+    cfg = _config()
+    result = wb_images.prune(cfg, int(keep), role or None)
+    removed_disks = wb_disks.prune(cfg, int(keep), role or None)
+    for tag in [*result.removed, *removed_disks]:
         print(f"removed {tag}")
     for tag in result.kept_released:
         print(f"kept {tag}: a release points at it")
     if not result.ledger_checked:
         print("note: no release ledger in this checkout; pruned by version only")
-    print(f"pruned {len(result.removed)} image(s), kept the newest {keep} per role")
+    print(f"pruned {len(result.removed) + len(removed_disks)} image(s), kept the newest {keep} per role")
 
 
 # --- watch (operations) ---------------------------------------------------------
@@ -394,22 +400,24 @@ def netboot_stop(c):
         "node": "MAC or name of the node to boot (default: the first)",
         "inventory": _INVENTORY_HELP,
         "firmware": "bios (qemu's iPXE ROM) or uefi (OVMF's PXE fetches ipxe.efi over TFTP)",
+        "dhcp_mode": "full or proxy (a stand-in home router lends the address): overrides the inventory's mode",
         "json": "print the result as JSON",
     },
 )
-def netboot_test(c, node="", inventory="", firmware="bios", json=False):
+def netboot_test(c, node="", inventory="", firmware="bios", dhcp_mode="", json=False):
     """Prove the boot end to end: a qemu VM PXE-boots the live system in a namespace and reports back."""
     from workbench.netboot import labtest
 
     cfg = _config()
-    result = labtest.run_test(cfg, _inventory(cfg, inventory), node or None, firmware)
+    result = labtest.run_test(cfg, _inventory(cfg, inventory), node or None, firmware, dhcp_mode or None)
     if json:
         _print_json(result.to_dict())
         return
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items())
     print(
-        f"netboot test passed: {result.reported_name} reported role {result.reported_role} "
-        f"{result.boot_seconds:.1f}s after power-on ({phases}); local disk unchanged"
+        f"netboot test passed ({result.dhcp_mode} DHCP): {result.reported_name} reported role "
+        f"{result.reported_role} from {result.address} {result.boot_seconds:.1f}s after power-on ({phases}); "
+        "local disk unchanged"
     )
 
 

@@ -22,6 +22,7 @@ PACKAGES=(
     packer                  # bakes (docker and qemu builders, salt-masterless)
     vagrant                 # sandboxes
     qemu-system-x86 qemu-utils  # qcow2 bakes and the netboot VM
+    syslinux syslinux-common mtools dosfstools  # the qemu builder's bootable vanilla disk, made without loop mounts
     debootstrap             # the vanilla base
     dnsmasq-base ipxe       # the netboot node: DHCP, TFTP, DNS; iPXE loaders
     squashfs-tools          # the live image's root filesystem

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tarfile
 import threading
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import aptcache, base, engine, images, packer, progress, run, salt, verify
+from . import aptcache, base, engine, images, packer, progress, run, salt
 from .builders import Builder, BuildRequest, builder_for
 from .ca import copy_into
 from .config import Config, Role
@@ -140,7 +141,7 @@ def _files(path: Path) -> list[Path]:
     return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
 
-def role_inputs(config: Config, role: Role, base_id: str) -> dict[str, Any]:
+def role_inputs(config: Config, role: Role, base_ref: str) -> dict[str, Any]:
     root = config.root
     salt_root = root / "salt"
     states = salt.state_list(config, role)
@@ -148,7 +149,7 @@ def role_inputs(config: Config, role: Role, base_id: str) -> dict[str, Any]:
     test_files = [tests, *(root / "tests/roles").glob("conftest.py")]
     return {
         "recipe": RECIPE_VERSION,
-        "base": base_id,
+        "base": base_ref,
         "states": hash_tree(salt_root, state_closure(salt_root, states)),
         "pillar": hash_tree(salt_root / "pillar"),
         "formulas": {f: hash_tree(root / f) for f in role.formulas},
@@ -179,19 +180,21 @@ def bake(
     builder = builder_for(config)
     start = time.monotonic()
     found = base.find_base(config)
-    if found is not None and not force:
-        cached = [_cached(config, role, found.id, start) for role in wanted]
+    base_ref = builder.base_ref(config, found.id) if found is not None else None
+    if base_ref is not None and not force:
+        cached = [_cached(config, builder, role, base_ref, start) for role in wanted]
         if all(cached):
             return [c for c in cached if c is not None]
     with aptcache.package_cache(config) as cache:
         progress.step("bake", f"base: {base.base_tag(config)}")
         mirror_via = cache.mirror_via(config.base.mirror) if cache else None
         base_image = base.build_base(config, mirror_via=mirror_via)
+        base_ref = builder.prepare(config, base_image, mirror_via)
         stale = images.remove_stale(config)
         for what in stale:
             progress.detail(f"removed the leftover of an interrupted bake: {what}")
         thin = salt.thin_bundle(config)
-        job = _Job(config, builder, base_image.id, thin, cache, force, keep_failed)
+        job = _Job(config, builder, base_ref, thin, cache, force, keep_failed)
         if len(wanted) == 1:
             return [job.bake(wanted[0])]
         return _bake_parallel(config, job, wanted)
@@ -229,24 +232,22 @@ def _bake_parallel(config: Config, job: _Job, roles: list[Role]) -> list[BakeRes
     return results
 
 
-def _cached(config: Config, role: Role, base_id: str, start: float) -> BakeResult | None:
-    digest = hash_inputs(role_inputs(config, role, base_id))
-    found = images.accepted(config, role.name, inputs=digest)
-    if not found:
+def _cached(config: Config, builder: Builder, role: Role, base_ref: str, start: float) -> BakeResult | None:
+    digest = hash_inputs(role_inputs(config, role, base_ref))
+    found = builder.cached(config, role, digest)
+    if found is None:
         return None
-    image = found[0]
-    tag = images.tag_of(config, image)
-    progress.step(f"bake {role.name}", f"{tag} is up to date (inputs {digest[:12]}): nothing to bake")
+    progress.step(f"bake {role.name}", f"{found.tag} is up to date (inputs {digest[:12]}): nothing to bake")
     return BakeResult(
         role=role.name,
-        tag=tag,
-        id=image.id,
-        version=images.version_of(image),
+        tag=found.tag,
+        id=found.id,
+        version=found.version,
         inputs=digest,
-        size=int(image.attrs.get("Size", 0)),
+        size=found.size,
         seconds=time.monotonic() - start,
         cached=True,
-        tests=image.labels.get("workbench.tests", ""),
+        tests=found.tests,
     )
 
 
@@ -257,7 +258,7 @@ def _cached(config: Config, role: Role, base_id: str, start: float) -> BakeResul
 class _Job:
     config: Config
     builder: Builder
-    base_id: str
+    base_ref: str
     thin: Path
     cache: aptcache.PackageCache | None
     force: bool
@@ -266,7 +267,7 @@ class _Job:
     def bake(self, role: Role, prefix_lines: bool = False) -> BakeResult:
         start = time.monotonic()
         if not self.force:
-            cached = _cached(self.config, role, self.base_id, start)
+            cached = _cached(self.config, self.builder, role, self.base_ref, start)
             if cached:
                 return cached
         scope = f"bake {role.name}"
@@ -282,25 +283,30 @@ class _Job:
         self, role: Role, scope: str, bake_id: str, work: Path, out: Callable[[str], None], start: float
     ) -> BakeResult:
         config = self.config
-        inputs = role_inputs(config, role, self.base_id)
+        inputs = role_inputs(config, role, self.base_ref)
         digest = hash_inputs(inputs)
         states = salt.state_list(config, role)
-        labels = _candidate_labels(config, role, digest, self.base_id, bake_id)
+        labels = _candidate_labels(config, role, digest, self.base_ref, bake_id)
         request = BuildRequest(
+            config=config,
             role=role,
             bake_id=bake_id,
-            base_ref=self.base_id,
+            base_ref=self.base_ref,
             labels=labels,
             container_name=f"{config.prefix}-build-{role.name}-{bake_id}",
+            work=work,
         )
-        progress.step(scope, f"provision: {', '.join(states)} with Salt {labels['workbench.salt']} "
-                      f"(packer {self.builder.name} builder, inputs {digest[:12]})")
+        progress.step(
+            scope,
+            f"provision: {', '.join(states)} with Salt {labels['workbench.salt']} "
+            f"(packer {self.builder.name} builder, inputs {digest[:12]})",
+        )
         bundle = _make_bundle(config, role, work, self.thin, states)
         template = _render_template(config, self.builder, request, work)
         results = work / "results"
         results.mkdir(parents=True, exist_ok=True)
         variables = {
-            "base_image": self.base_id,
+            **self.builder.variables(config, request),
             "bundle": str(bundle),
             "results_dir": str(results),
             "states": ",".join(states),
@@ -308,33 +314,33 @@ class _Job:
             "apt_proxy": self.builder.apt_proxy(self.cache),
             "build_dir": BUILD_DIR,
             "provision_script": str(config.root / PROVISION_SCRIPT),
+            "role_command": shlex.join(role.command),
         }
-        on_error = "abort" if self.keep_failed else "cleanup"
+        on_error = self.builder.on_error(self.keep_failed)
         provision_start = time.monotonic()
         log, failure = packer.build(template, variables=variables, only=self.builder.name, on_error=on_error, on_ui=out)
         provision_seconds = time.monotonic() - provision_start
         runs = _read_results(results / "results.json")
         if failure is not None:
-            self._keep_container(request)
+            if self.keep_failed:
+                self.builder.keep_build(request)
             raise BakeFailed(_provision_failure(role, runs, failure))
         candidate = self.builder.candidate(log, request)
-        candidate_tag = f"{images.candidate_repository(config, role.name)}:{bake_id}"
-        engine.client().images.get(candidate).tag(candidate_tag)
         try:
             self._check_idempotent(role, runs)
-            progress.step(scope, f"verify: {role.tests_path} against a fresh container of {candidate_tag}")
-            verdict = verify.verify(config, role, candidate, scope=scope, on_line=out)
+            progress.step(scope, f"verify: {role.tests_path} against {self.builder.describe(candidate)}")
+            verdict = self.builder.verify(candidate, request, out)
             phases = (("provision", provision_seconds), ("verify", verdict.seconds))
             progress.step(scope, f"commit: tests {verdict.summary}")
-            result = dataclasses.replace(self._accept(role, candidate, digest, verdict.summary, start), phases=phases)
+            accepted = self._accept(request, candidate, digest, verdict.summary, start)
+            result = dataclasses.replace(accepted, phases=phases)
         except (BakeFailed, VerifyFailed):
-            self._discard(role, candidate, candidate_tag, bake_id)
+            self.builder.discard(candidate, request, keep=self.keep_failed)
             raise
         except BaseException:
             # Ctrl-C or a crash: no tag was moved; the candidate goes.
-            self._discard(role, candidate, candidate_tag, bake_id, keep=False)
+            self.builder.discard(candidate, request, keep=False)
             raise
-        engine.remove_image(candidate_tag)
         return result
 
     def _check_idempotent(self, role: Role, runs: tuple[salt.StateRun | None, salt.StateRun | None]) -> None:
@@ -349,54 +355,24 @@ class _Job:
                 f"  fix the states, or list their IDs in [roles.{role.name}] idempotence_exempt"
             )
 
-    def _accept(self, role: Role, candidate: str, digest: str, tests: str, start: float) -> BakeResult:
-        config = self.config
-        scope = f"bake {role.name}"
-        with images.VersionCounter(config, role.name) as counter:
-            version = counter.next()
-            tag = f"{images.repository(config, role.name)}:{version}"
-            progress.step(scope, f"tag: {tag}")
-            labels = {
-                images.VERSION_LABEL: str(version),
-                images.VERIFY_LABEL: "passed",
-                "workbench.tests": tests,
-                images.CANDIDATE_LABEL: "false",
-            }
-            image_id = self.builder.accept(candidate, labels, tag)
-            counter.commit(version)
-        image = engine.client().images.get(image_id)
+    def _accept(self, request: BuildRequest, candidate: str, digest: str, tests: str, start: float) -> BakeResult:
+        verdict = {
+            images.VERIFY_LABEL: "passed",
+            "workbench.tests": tests,
+            images.CANDIDATE_LABEL: "false",
+        }
+        accepted = self.builder.accept(candidate, request, verdict)
         return BakeResult(
-            role=role.name,
-            tag=tag,
-            id=image_id,
-            version=version,
+            role=request.role.name,
+            tag=accepted.tag,
+            id=accepted.id,
+            version=accepted.version,
             inputs=digest,
-            size=int(image.attrs.get("Size", 0)),
+            size=accepted.size,
             seconds=time.monotonic() - start,
             cached=False,
             tests=tests,
         )
-
-    def _discard(self, role: Role, candidate: str, candidate_tag: str, bake_id: str, keep: bool | None = None) -> None:
-        keep = self.keep_failed if keep is None else keep
-        if keep:
-            kept = f"{images.failed_repository(self.config, role.name)}:{bake_id}"
-            engine.client().images.get(candidate).tag(kept)
-            engine.remove_image(candidate_tag)
-            progress.detail(f"kept the failed candidate as {kept} (--keep-failed; `fab image.prune` removes it)")
-            return
-        engine.remove_image(candidate_tag)
-        self.builder.discard(candidate)
-
-    def _keep_container(self, request: BuildRequest) -> None:
-        if not self.keep_failed:
-            return
-        kept = request.container_name.replace("-build-", "-failed-", 1)
-        try:
-            engine.client().containers.get(request.container_name).rename(kept)
-            progress.detail(f"kept the build container as {kept} (--keep-failed): docker exec -it {kept} bash")
-        except Exception as exc:  # noqa: BLE001 - keeping is best effort; the failure is what matters
-            progress.detail(f"could not keep the build container {request.container_name}: {exc}")
 
 
 def _printer(prefix: str) -> Callable[[str], None]:

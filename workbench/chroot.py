@@ -18,6 +18,29 @@ _CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 _SALT_DIR = "/tmp/workbench-salt"
 # /etc/resolv.conf is borrowed from the host for apt, and removed again.
 _BORROWED = ("etc/resolv.conf", "usr/sbin/policy-rc.d")
+# Driver trees a server (netbooted or virtual) never needs: most of the module weight, none of the use.
+PRUNED_MODULES = (
+    "kernel/drivers/gpu",
+    "kernel/drivers/media",
+    "kernel/drivers/net/wireless",
+    "kernel/drivers/infiniband",
+    "kernel/drivers/staging",
+    "kernel/drivers/bluetooth",
+    "kernel/drivers/isdn",
+    "kernel/drivers/iio",
+    "kernel/sound",
+    "kernel/net/bluetooth",
+    "kernel/net/wireless",
+    "kernel/net/mac80211",
+)
+PRUNED_PATHS = (
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "var/cache/apt",
+    "var/lib/apt/lists",
+)
 
 
 @contextmanager
@@ -109,3 +132,21 @@ def _last_json(stdout: str) -> Any:
 def remove_tree(path: Path) -> None:
     # The base builder's removal unmounts anything left mounted under `path` first.
     base._remove_tree(path)
+
+
+def prune(root: Path) -> None:
+    """Remove PRUNED_MODULES (then depmod) and empty PRUNED_PATHS: smaller images, faster boots."""
+    removed = 0
+    for modules in (root / "lib/modules").glob("*"):
+        for rel in PRUNED_MODULES:
+            path = modules / rel
+            if path.is_dir():
+                removed += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+                shutil.rmtree(path)
+        run_in(root, ["depmod", modules.name])
+    for rel in PRUNED_PATHS:
+        path = root / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+            path.mkdir()
+    progress.detail(f"pruned {progress.human_size(removed)} of kernel modules no server needs")

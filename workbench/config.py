@@ -100,6 +100,12 @@ class BuilderSettings:
 
     type: str = setting("docker", "Packer builder: a container image, or a qcow2 disk.", choices=("docker", "qemu"))
     parallel: int = setting(0, "Bakes run at once by `image.bake --all` (0: one per core).")
+    accelerator: str = setting(
+        "tcg", "qemu builder: `tcg` (software emulation) or `kvm` (needs a usable /dev/kvm).", choices=("tcg", "kvm")
+    )
+    memory: int = setting(1024, "qemu builder: the build and test VMs' memory, in MiB.")
+    cpus: int = setting(2, "qemu builder: the build and test VMs' virtual CPUs.")
+    disk_size: int = setting(4096, "qemu builder: size of the qcow2 disk, in MiB (a 128 MiB /boot, the rest root).")
 
 
 @dataclass(frozen=True)
@@ -427,6 +433,13 @@ def _cross_checks(config: Config) -> list[str]:
         for var in env.variables:
             if not VARIABLE_RE.match(var):
                 problems.append(f"[environments.{env.name}] variables: {var!r} is not an environment variable name")
+    builder = config.builder
+    if builder.memory < 256:
+        problems.append(f"[builder] memory = {builder.memory}: give the VM at least 256 (MiB)")
+    if builder.cpus < 1:
+        problems.append(f"[builder] cpus = {builder.cpus}: give the VM at least 1")
+    if builder.disk_size < 1024:
+        problems.append(f"[builder] disk_size = {builder.disk_size}: at least 1024 (MiB) holds a kernel and a base")
     for port_name, port in (("cache", config.cache.port), ("registry", config.registry.port)):
         if not 0 < port < 65536:
             problems.append(f"[{port_name}] port = {port}: not a TCP port")

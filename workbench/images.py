@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,9 +91,11 @@ class VersionCounter:
     when the state directory is new. Hold the lock from `next()` to the tag.
     """
 
-    def __init__(self, config: Config, role: str) -> None:
+    def __init__(self, config: Config, role: str, existing: Callable[[], Iterable[int]] | None = None) -> None:
+        """`existing`: the versions already taken (default: the accepted images' labels)."""
         self.config = config
         self.role = role
+        self._existing = existing
         self.path = config.state_dir / "versions" / role
         self._lock: int | None = None
 
@@ -110,10 +112,12 @@ class VersionCounter:
 
     def next(self) -> int:
         stored = int(self.path.read_text().strip() or 0) if self.path.is_file() else 0
-        labelled = max((version_of(i) for i in engine.images({
-            engine.PREFIX_LABEL: self.config.prefix, engine.ROLE_LABEL: self.role, CANDIDATE_LABEL: "false"})),
-            default=0)
-        return max(stored, labelled) + 1
+        taken = self._existing() if self._existing else self._labelled()
+        return max(stored, max(taken, default=0)) + 1
+
+    def _labelled(self) -> list[int]:
+        wanted = {engine.PREFIX_LABEL: self.config.prefix, engine.ROLE_LABEL: self.role, CANDIDATE_LABEL: "false"}
+        return [version_of(i) for i in engine.images(wanted)]
 
     def commit(self, version: int) -> None:
         self.path.write_text(f"{version}\n")
@@ -141,6 +145,8 @@ class ImageInfo:
     tests: str
     git_commit: str
     git_dirty: bool
+    # Where a qcow2 image's file is (the qemu builder's); empty for a container image.
+    path: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

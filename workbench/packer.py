@@ -119,8 +119,11 @@ def build(
                 on_ui(text)
 
     argv = build_argv(template, variables=variables, only=only, on_error=on_error)
+    # Packer's download cache (the qemu builder makes one even for a local disk) goes
+    # with the build, not into the working directory.
+    env = {"PACKER_CACHE_DIR": str(template.parent / "packer_cache")}
     try:
-        run.stream(argv, on_line=on_line, cwd=cwd)
+        run.stream(argv, on_line=on_line, cwd=cwd, env=env)
     except CommandFailed as exc:
         return log, exc
     return log, None

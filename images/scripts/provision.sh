@@ -1,5 +1,6 @@
 #!/bin/sh
 # Runs inside the build machine (container or VM), driven by images/role.json.
+# WB_BUILDER is Packer's builder type (docker, qemu).
 #   provision.sh apply   unpack the bundle, fence services off, run Salt twice
 #   provision.sh finish  fail if Salt failed, then remove every trace of the build
 # `apply` always exits 0 once Salt has run, so that Packer fetches the JSON
@@ -74,10 +75,44 @@ finish() {
         rm -f "$CA_DIR"/workbench-build-*
         if command -v update-ca-certificates >/dev/null; then update-ca-certificates --fresh >/dev/null; fi
     fi
+    if [ "${WB_BUILDER:-}" = qemu ]; then machine_finish; fi
     rm -rf "$BUILD" "$BUNDLE" /etc/salt /var/cache/salt /var/log/salt /var/run/salt /run/salt /srv/salt /srv/pillar
     if command -v apt-get >/dev/null; then apt-get clean; fi
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/partial/* /root/.cache
     echo "workbench: build machinery removed"
+}
+
+machine_finish() {
+    # A VM image: systemd runs the role's command, as a container runs its image
+    # command, so monit owns the role's services there too: the units of the
+    # services monit checks (and monit's own) are disabled. sshd stays systemd's:
+    # it is how the machine is reached.
+    cat >/etc/systemd/system/workbench-image.service <<UNIT
+[Unit]
+Description=The image's command: release record, start hooks, then monit and the role's services
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Environment=TINI_SUBREAPER=1
+ExecStart=${WB_COMMAND:?}
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl enable --quiet workbench-image.service
+    checked=$(cat /etc/monit/conf.d/* 2>/dev/null | sed -n 's/^check process \([^ ]*\).*/\1/p')
+    for name in monit $checked; do
+        case "$name" in ssh | sshd) continue ;; esac
+        if systemctl is-enabled --quiet "$name.service" 2>/dev/null; then
+            systemctl disable --quiet "$name.service"
+            echo "workbench: disabled $name.service: monit runs it (workbench-image.service)"
+        fi
+    done
+    # Each machine made from the image makes its own at its first boot.
+    rm -f /etc/ssh/ssh_host_*
+    : >/etc/machine-id
 }
 
 case "${1:-}" in

@@ -109,7 +109,9 @@ def test_docker_builder_sets_command_ports_labels_and_names_the_container(checko
     cfg = make_config(checkout, app={"ports": [80, 443], "command": ["/bin/app", "--serve"]})
     template = json.loads((checkout / "images/role.json").read_text())
     labels = {"workbench.prefix": "unit", "workbench.bake.pid": "42", "workbench.role": 'a"b'}
-    request = builders.BuildRequest(cfg.role("app"), "bid", "sha256:base", labels, "unit-build-app-bid")
+    request = builders.BuildRequest(
+        cfg, cfg.role("app"), "bid", "sha256:base", labels, "unit-build-app-bid", checkout / "work"
+    )
     rendered = builders.DockerBuilder().configure(template, request)
     (block,) = rendered["builders"]
     assert block["changes"][:4] == ['ENTRYPOINT [""]', 'CMD ["/bin/app", "--serve"]', "EXPOSE 80", "EXPOSE 443"]
@@ -119,13 +121,12 @@ def test_docker_builder_sets_command_ports_labels_and_names_the_container(checko
     assert rendered["provisioners"] == template["provisioners"]
 
 
-def test_unknown_builder_is_a_config_error(checkout: Path) -> None:
-    data = {"workbench": {"prefix": "unit", "default_role": "app"}, "builder": {"type": "qemu"},
-            "roles": {"app": {}}}
+def test_builder_type_selects_the_builder(checkout: Path) -> None:
+    data = {"workbench": {"prefix": "unit", "default_role": "app"}, "roles": {"app": {}}}
     (checkout / "tests/roles/test_app.py").touch()
-    cfg = config.from_dict(data, checkout / "workbench.toml")
-    with pytest.raises(config.ConfigError, match="type = 'qemu'"):
-        builders.builder_for(cfg)
+    for kind, cls in (("docker", builders.DockerBuilder), ("qemu", builders.QemuBuilder)):
+        cfg = config.from_dict({**data, "builder": {"type": kind}}, checkout / "workbench.toml")
+        assert type(builders.builder_for(cfg)) is cls
 
 
 def test_label_changes_quote_values() -> None:

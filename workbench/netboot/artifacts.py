@@ -25,29 +25,6 @@ from . import image_files
 RECIPE_VERSION = 1
 LIVE_ROLE = "hypervisor"
 PACKAGES = ("linux-image-amd64", "live-boot", "systemd-sysv", "zstd", "busybox")
-# Driver trees a netbooted server never needs: most of the module weight, none of the use.
-PRUNED_MODULES = (
-    "kernel/drivers/gpu",
-    "kernel/drivers/media",
-    "kernel/drivers/net/wireless",
-    "kernel/drivers/infiniband",
-    "kernel/drivers/staging",
-    "kernel/drivers/bluetooth",
-    "kernel/drivers/isdn",
-    "kernel/drivers/iio",
-    "kernel/sound",
-    "kernel/net/bluetooth",
-    "kernel/net/wireless",
-    "kernel/net/mac80211",
-)
-PRUNED_PATHS = (
-    "usr/share/doc",
-    "usr/share/man",
-    "usr/share/info",
-    "usr/share/locale",
-    "var/cache/apt",
-    "var/lib/apt/lists",
-)
 FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 
 
@@ -77,7 +54,7 @@ def live_inputs(config: Config) -> dict[str, object]:
         "formulas": {f: hash_tree(config.root / f) for f in role.formulas},
         "base": hash_inputs(base.base_inputs(config)),
         "packages": list(PACKAGES),
-        "pruned": [*PRUNED_MODULES, *PRUNED_PATHS],
+        "pruned": [*chroot.PRUNED_MODULES, *chroot.PRUNED_PATHS],
         "states": states,
         "salt": {s: hash_tree(salt_root / s) for s in states},
         "files": image_files.digest(),
@@ -131,7 +108,7 @@ def build_live(config: Config, force: bool = False) -> LiveImage:
             _install(config, root, scope)
             chroot.apply_states(config, root, config.role(LIVE_ROLE), scope)
             image_files.install(root, LIVE_ROLE)
-            _prune(root)
+            chroot.prune(root)
         sizes = _pack(root, work / "out", scope)
         _publish(work / "out", directory, sizes)
     except CommandFailed as exc:
@@ -164,23 +141,6 @@ def _install(config: Config, root: Path, scope: str) -> None:
     chroot.run_in(root, ["apt-get", "update", "-qq"], env=env)
     # Captured, not streamed: dpkg's line per file would drown the progress; a failure shows its tail.
     chroot.run_in(root, ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env=env)
-
-
-def _prune(root: Path) -> None:
-    removed = 0
-    for modules in (root / "lib/modules").glob("*"):
-        for rel in PRUNED_MODULES:
-            path = modules / rel
-            if path.is_dir():
-                removed += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-                shutil.rmtree(path)
-        chroot.run_in(root, ["depmod", modules.name])
-    for rel in PRUNED_PATHS:
-        path = root / rel
-        if path.is_dir():
-            shutil.rmtree(path)
-            path.mkdir()
-    progress.detail(f"pruned {progress.human_size(removed)} of kernel modules no server needs")
 
 
 def _pack(root: Path, out: Path, scope: str) -> dict[str, int]:

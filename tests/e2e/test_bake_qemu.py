@@ -1,0 +1,103 @@
+"""The qemu builder for real: vanilla disk, Packer's qemu builder under TCG, Salt, testinfra over SSH.
+
+Software emulation is slow, so CI bakes one role, the base, and one failure
+that stops early (a state that fails, with no common states). The session's
+base rootfs and package cache are shared with the docker bakes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, config_data, fab, write_config
+from workbench import config, disks, run
+
+
+@pytest.fixture(scope="module")
+def qemu_config_path(wb_prefix: str, wb_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = config_data(wb_prefix, wb_state, builder={"type": "qemu"})
+    return write_config(tmp_path_factory.mktemp("qemu") / "workbench.toml", data)
+
+
+@pytest.fixture(scope="module")
+def baked(qemu_config_path: Path, base_image: Any) -> dict[str, Any]:
+    proc = fab("image.bake", "base", "--json", config=qemu_config_path, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (result,) = _last_json(proc.stdout)
+    return {"result": result, "output": proc.stdout + proc.stderr}
+
+
+def _last_json(stdout: str) -> Any:
+    """The JSON `--json` prints last (progress lines come before it on stdout)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line in ("[", "{"))
+    return json.loads("\n".join(lines[start:]))
+
+
+def _qemu_processes(state: Path) -> list[str]:
+    listing = run.capture(["ps", "-eo", "args="]).stdout
+    return [line for line in listing.splitlines() if line.startswith("qemu-system") and str(state) in line]
+
+
+def test_base_role_baked_as_a_verified_qcow2(baked: dict[str, Any], qemu_config_path: Path) -> None:
+    result = baked["result"]
+    cfg = config.load(qemu_config_path)
+    assert result["tag"] == f"{cfg.prefix}/base:{result['version']}.qcow2"
+    assert result["cached"] is False
+    assert re.match(r"^\d+ passed", result["tests"]), result["tests"]
+    path = disks.disk_path(cfg, "base", result["version"])
+    assert path.is_file() and path.stat().st_mode & 0o222 == 0, "accepted disks are read-only"
+    info = json.loads(run.capture(["qemu-img", "info", "--output=json", str(path)]).stdout)
+    assert info["format"] == "qcow2"
+    assert info["virtual-size"] == cfg.builder.disk_size * 1024 * 1024
+    assert disks.file_id(path) == result["id"]
+    # The steps, one line each, and the VM verification's own boot.
+    output = baked["output"]
+    for step in ("[vm disk]", "provision: base", "verify: tests/roles/test_base.py against a fresh boot", "tag: "):
+        assert step in output, step
+
+
+def test_nothing_of_the_bake_is_left_running_or_lying_around(baked: dict[str, Any], wb_state: Path) -> None:
+    assert _qemu_processes(wb_state) == []
+    assert not list((wb_state / "bakes").glob("base-*")), "the bake's work directory is removed"
+    assert not list(Path("/tmp").glob("wb-ssh-*")), "the SSH master connection is closed"
+
+
+def test_listed_and_reused_when_nothing_changed(baked: dict[str, Any], qemu_config_path: Path) -> None:
+    listed = json.loads(fab("image.list", "--json", config=qemu_config_path, check=True).stdout)
+    mine = [i for i in listed if i["tag"] == baked["result"]["tag"]]
+    assert mine and mine[0]["path"].endswith(f"/qcow2/base/{baked['result']['version']}.qcow2")
+    again = fab("image.bake", "base", "--json", config=qemu_config_path, check=True)
+    (result,) = _last_json(again.stdout)
+    assert result["cached"] is True and result["tag"] == baked["result"]["tag"]
+    assert result["seconds"] < 5
+
+
+def test_failed_provisioning_leaves_no_disk_and_no_vm(
+    baked: dict[str, Any], wb_prefix: str, wb_state: Path, tmp_path: Path
+) -> None:
+    # A copy of the checkout with one role whose only state fails: Salt stops it early.
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", ".venv", ".workbench", "tests"))
+    (root / "salt/broken").mkdir()
+    (root / "salt/broken/init.sls").write_text("broken:\n  test.fail_without_changes:\n    - name: made to fail\n")
+    (root / "tests/roles").mkdir(parents=True)
+    (root / "tests/roles/test_broken.py").write_text("def test_never_runs(host):\n    raise AssertionError\n")
+    data = config_data(wb_prefix, wb_state, builder={"type": "qemu"})
+    data["workbench"].update(checkout=str(root), common_states=[], default_role="broken")
+    data["roles"] = {"broken": {}}
+    data.pop("pools", None)
+    data["watch"] = {"branch": "main"}
+    path = write_config(tmp_path / "workbench.toml", data)
+    proc = fab("image.bake", "broken", config=path, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "broken: Salt" in proc.stderr and "made to fail" in proc.stderr, proc.stderr[-2000:]
+    cfg = config.load(path)
+    assert not disks.store(cfg, "broken").exists() or not list(disks.store(cfg, "broken").rglob("*.qcow2"))
+    assert _qemu_processes(wb_state) == []
