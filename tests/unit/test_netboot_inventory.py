@@ -138,3 +138,17 @@ def test_unknown_node_lookup(cfg: wb_config.Config) -> None:
     inv = inventory.load(cfg, EXAMPLE)
     with pytest.raises(ConfigError, match="no node 'hv9'"):
         inv.node("hv9")
+
+
+def test_mode_override_for_the_lab_test(cfg: wb_config.Config) -> None:
+    inv = inventory.load(cfg, EXAMPLE)
+    proxy = inv.with_mode("proxy")
+    assert (inv.network.mode, proxy.network.mode) == ("full", "proxy")
+    assert proxy.network.server == inv.network.server and proxy.nodes == inv.nodes
+    with pytest.raises(ConfigError, match="DHCP mode 'relay': must be one of full, proxy"):
+        inv.with_mode("relay")
+    data = example()
+    data["network"]["mode"] = "proxy"
+    del data["network"]["dhcp_range"]
+    with pytest.raises(ConfigError, match=r"full mode needs \[network\] dhcp_range"):
+        inventory.from_dict(data, INV_PATH, cfg).with_mode("full")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,20 @@ import pytest
 from workbench import chroot
 from workbench import config as wb_config
 from workbench.errors import ConfigError, NetbootError
-from workbench.netboot import artifacts, boot, dnsmasq, inventory, labtest, netns, nfs, node, qemu, timeline
+from workbench.netboot import (
+    artifacts,
+    boot,
+    dnsmasq,
+    image_files,
+    inventory,
+    labtest,
+    netns,
+    nfs,
+    node,
+    qemu,
+    router,
+    timeline,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "netboot"
@@ -68,6 +82,10 @@ def test_proxy_mode_config(cfg: wb_config.Config, inv: inventory.Inventory, tmp_
     assert 'pxe-service=tag:!ipxe,x86PC,"iPXE (BIOS)",undionly.kpxe' in lines
     assert 'pxe-service=tag:!ipxe,X86-64_EFI,"iPXE (UEFI)",ipxe.efi' in lines
     assert 'pxe-service=tag:ipxe,tag:hv1,x86PC,"hv1.lab.wpdn",http://10.77.0.2:8080/boot/hv1.ipxe' in lines
+    # x86-64 UEFI announces architecture 7 or 9 (OVMF: 7): a menu for each, as the efi64 tag in full mode.
+    for csa in ("X86-64_EFI", "BC_EFI"):
+        assert f'pxe-service=tag:!ipxe,{csa},"iPXE (UEFI)",ipxe.efi' in lines
+        assert f'pxe-service=tag:ipxe,tag:hv1,{csa},"hv1.lab.wpdn",http://10.77.0.2:8080/boot/hv1.ipxe' in lines
 
 
 @pytest.mark.parametrize("mode", ["full", "proxy"])
@@ -110,6 +128,8 @@ def test_node_script_and_menu(inv: inventory.Inventory, live: artifacts.LiveImag
     assert "kernel http://10.77.0.1:8080/live/0123456789ab/vmlinuz " in script
     assert "fetch=http://10.77.0.1:8080/live/0123456789ab/filesystem.squashfs" in script
     assert "wb.role=hypervisor" in script and "wb.report=http://10.77.0.1:8080/report" in script
+    # The node names the machine it knows by MAC: in proxy mode the router's DHCP knows no names.
+    assert " wb.name=hv1.lab.wpdn" in script
     menu = boot.menu_script(inv, live)
     # An unknown machine boots its own disk unless someone chooses otherwise.
     assert "choose --default local" in menu
@@ -183,8 +203,9 @@ def test_stop_removes_what_a_killed_node_left(cfg: wb_config.Config, monkeypatch
     (state / "node.json").write_text('{"netns": "x", "pids": {}, "serve": 999999999}')
     removed: list[str] = []
     monkeypatch.setattr(netns, "remove", lambda name: removed.append(name) or True)
-    assert node.stop(cfg) == ["removed namespace nbunit-nb"]
-    assert removed == ["nbunit-nb"] and not (state / "node.json").exists()
+    assert node.stop(cfg) == ["removed namespace nbunit-nbr", "removed namespace nbunit-nb"]
+    # The proxy-mode test's stand-in router goes too.
+    assert removed == ["nbunit-nbr", "nbunit-nb"] and not (state / "node.json").exists()
 
 
 def test_live_inputs_change_with_the_states(cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,3 +249,114 @@ def test_qemu_uefi_boots_through_the_firmwares_own_pxe(tmp_path: Path) -> None:
 def test_unknown_firmware_is_a_clear_error(cfg: wb_config.Config, inv: inventory.Inventory) -> None:
     with pytest.raises(ConfigError, match="firmware 'coreboot': must be one of bios, uefi"):
         labtest.run_test(cfg, inv, firmware="coreboot")
+
+
+def test_router_stand_in_for_proxy_mode(inv: inventory.Inventory, tmp_path: Path) -> None:
+    proxy = inv.with_mode("proxy")
+    # server == gateway: the router takes the highest free address and lends the 50 below it.
+    stand_in = router.plan(proxy)
+    assert (stand_in.address, stand_in.pool) == ("10.77.0.254", ("10.77.0.204", "10.77.0.253"))
+    assert stand_in.lends("10.77.0.204") and not stand_in.lends("10.77.0.11") and not stand_in.lends("10.77.0.254")
+    text = router.config_text(stand_in, "lan0", tmp_path / "leases", tmp_path / "router.log")
+    lines = text.splitlines()
+    assert "port=0" in lines and "interface=lan0" in lines
+    assert "dhcp-range=10.77.0.204,10.77.0.253,255.255.255.0,1h" in lines
+    assert "dhcp-option=option:router,10.77.0.254" in lines
+    # A plain home router: no boot options, no TFTP, no names of ours.
+    assert not any(k in text for k in ("pxe", "dhcp-boot", "tftp", "dhcp-host", "lab.wpdn"))
+    conf = tmp_path / "router.conf"
+    conf.write_text(text)
+    dnsmasq.check(conf)
+    # A gateway apart from the server is the router's address; the pool avoids the nodes and dhcp_range.
+    net = proxy.network
+    apart = inventory.Inventory(
+        inv.path,
+        inventory.Network(net.subnet, net.server, "10.77.0.160", "proxy", net.dhcp_range, net.domain, 8080),
+        inv.export,
+        inv.nodes,
+    )
+    assert router.plan(apart).address == "10.77.0.160"
+    assert router.plan(apart).pool == ("10.77.0.205", "10.77.0.254")
+
+
+def test_proxy_override_with_no_room_for_a_router_is_one_clear_error(cfg: wb_config.Config, tmp_path: Path) -> None:
+    # A full-mode /29: the server (also the gateway), hv1 and dhcp_range take every address.
+    network = {"subnet": "10.77.0.0/29", "server": "10.77.0.1", "domain": "lab.wpdn"}
+    data = {
+        "network": {**network, "mode": "full", "dhcp_range": ["10.77.0.3", "10.77.0.6"]},
+        "nodes": [{"mac": "52:54:00:77:00:11", "name": "hv1.lab.wpdn", "address": "10.77.0.2"}],
+    }
+    small = inventory.from_dict(data, tmp_path / "i.toml", cfg)
+    # Refused before anything is built or started.
+    with pytest.raises(ConfigError) as info:
+        labtest.run_test(cfg, small, dhcp_mode="proxy")
+    message = str(info.value)
+    assert "no room in 10.77.0.0/29" in message and "an address for itself and one to lend" in message
+    assert "set [network] gateway to a free address" in message and "\n" not in message
+
+
+def test_router_leases_name_the_address_lent(tmp_path: Path) -> None:
+    leases = tmp_path / "router.leases"
+    leases.write_text("1763800000 52:54:00:77:00:11 10.77.0.253 * 01:52:54:00:77:00:11\n")
+    assert router.leased(leases, "52:54:00:77:00:11") == "10.77.0.253"
+    assert router.leased(leases, "52:54:00:77:00:12") == ""
+    assert router.leased(tmp_path / "none", "52:54:00:77:00:11") == ""
+
+
+def test_proxy_mode_timeline_learns_the_routers_address(inv: inventory.Inventory, tmp_path: Path) -> None:
+    """The node gave no address: the logs, the machine's own fetches and its report tie .253 to hv1."""
+    (tmp_path / "dnsmasq.log").write_text(
+        "Nov 22 03:30:12 dnsmasq-dhcp[1]: 11 PXE(nb0) 52:54:00:77:00:11 proxy\n"
+        "Nov 22 03:30:12 dnsmasq-dhcp[1]: 12 PXE(nb0) 52:54:00:77:00:12 proxy-ignored\n"
+        "Nov 22 03:30:15 dnsmasq-tftp[1]: sent /srv/tftp/ipxe.efi to 10.77.0.253\n"
+    )
+    requests = [("/boot/hv1.ipxe", 20.0), ("/live/x/vmlinuz", 25.0), ("/live/x/initrd.img", 30.0)]
+    requests.append(("/live/x/filesystem.squashfs", 60.0))
+    with open(tmp_path / "http.jsonl", "w") as log:
+        for path, end in requests:
+            entry = {"client": "10.77.0.253", "path": path, "status": 200, "start": 1e9 + end - 1, "end": 1e9 + end}
+            log.write(json.dumps(entry) + "\n")
+    (tmp_path / "reports").mkdir()
+    report = {"name": "hv1.lab.wpdn", "mac": "52:54:00:77:00:11", "client": "10.77.0.253", "received": 1e9 + 90}
+    (tmp_path / "reports" / "10.77.0.253.json").write_text(json.dumps(report))
+    proxy = inv.with_mode("proxy")
+    lines = {t.node.short: t for t in timeline.build(proxy, tmp_path)}
+    # On a real network the router's ack is not in any log of ours.
+    assert list(lines["hv1"].to_dict()["events"]) == [s for s in timeline.STAGES if s != "dhcp ack"]
+    assert lines["hv1"].report == report
+    assert lines["hv2"].last == "nothing yet"
+    # The lab test's stand-in router leaves its log beside the node's: offer and ack, the earliest counting.
+    (tmp_path / "router").mkdir()
+    (tmp_path / "router" / "router.log").write_text(
+        "Nov 22 03:30:11 dnsmasq-dhcp[2]: 11 DHCPOFFER(lan0) 10.77.0.253 52:54:00:77:00:11\n"
+        "Nov 22 03:30:13 dnsmasq-dhcp[2]: 11 DHCPACK(lan0) 10.77.0.253 52:54:00:77:00:11\n"
+    )
+    hv1 = next(t for t in timeline.build(proxy, tmp_path) if t.node.short == "hv1")
+    assert list(hv1.to_dict()["events"]) == list(timeline.STAGES)
+    assert hv1.events["dhcp ack"] - hv1.events["dhcp offer"] == 2
+
+
+def test_report_prefers_the_name_the_node_gave(tmp_path: Path) -> None:
+    script: dict[str, object] = {}
+    exec(image_files.REPORT_SCRIPT.replace("\nsys.exit(main())\n", "\n"), script)
+    script["net_conf"] = lambda: {"HOSTNAME": "dhcp-10-77-0-253", "DNSDOMAIN": "home.arpa"}
+    node_name = script["node_name"]
+    assert callable(node_name)
+    assert node_name({"wb.name": "hv1.lab.wpdn"}) == "hv1.lab.wpdn"
+    assert node_name({}) == "dhcp-10-77-0-253.home.arpa"
+
+
+def test_proxy_boot_is_checked_against_the_routers_loan(inv: inventory.Inventory, tmp_path: Path) -> None:
+    hv1 = inv.node("hv1")
+    stand_in = router.plan(inv.with_mode("proxy"))
+    lent = {"address": stand_in.address, "pool": list(stand_in.pool), "leased": "10.77.0.250"}
+    fields = dict(node=hv1.name, firmware="uefi", dhcp_mode="proxy", reported_name=hv1.name, reported_role="hypervisor")
+    rest = dict(disk_unchanged=True, persisted="x", boot_seconds=1.0, phases={}, timeline={}, console="")
+    good = labtest.LabResult(**fields, address="10.77.0.250", router=lent, **rest)  # type: ignore[arg-type]
+    labtest._check(good, hv1, stand_in, [])
+    with pytest.raises(NetbootError, match=r"node's dnsmasq offered 52:54:00:77:00:11 10.77.0.11 in proxy mode"):
+        labtest._check(good, hv1, stand_in, ["10.77.0.11"])
+    # What the node would give hv1 in full mode is not the router's loan.
+    ours = labtest.LabResult(**fields, address="10.77.0.11", router=lent, **rest)  # type: ignore[arg-type]
+    with pytest.raises(NetbootError, match=r"outside the router's pool 10.77.0.204-10.77.0.253"):
+        labtest._check(ours, hv1, stand_in, [])

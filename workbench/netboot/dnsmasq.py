@@ -21,6 +21,8 @@ from .inventory import Inventory
 # iPXE's first stage, by the client architecture it announces (DHCP option 93).
 LOADERS = {"bios": "undionly.kpxe", "efi64": "ipxe.efi", "efi-snp": "snponly.efi"}
 IPXE_DIR = Path("/usr/lib/ipxe")
+# x86-64 UEFI in proxy mode's PXE menus: client architectures 7 and 9, as the efi64 tag in full mode.
+PROXY_EFI_CSAS = ("X86-64_EFI", "BC_EFI")
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,11 @@ def _proxy(inv: Inventory) -> list[str]:
     for node in inv.nodes:
         # In proxy mode dnsmasq knows the node by MAC only; the address is the router's business.
         lines.append(f"dhcp-host={node.mac},set:{node.short}")
-    lines += [
-        # Full file names: with a suffix, dnsmasq adds no PXE layer suffix (".0").
-        f'pxe-service=tag:!ipxe,x86PC,"iPXE (BIOS)",{LOADERS["bios"]}',
-        f'pxe-service=tag:!ipxe,X86-64_EFI,"iPXE (UEFI)",{LOADERS["efi64"]}',
-    ]
-    for csa in ("x86PC", "X86-64_EFI"):
+    # Full file names: with a suffix, dnsmasq adds no PXE layer suffix (".0").
+    lines.append(f'pxe-service=tag:!ipxe,x86PC,"iPXE (BIOS)",{LOADERS["bios"]}')
+    for csa in PROXY_EFI_CSAS:
+        lines.append(f'pxe-service=tag:!ipxe,{csa},"iPXE (UEFI)",{LOADERS["efi64"]}')
+    for csa in ("x86PC", *PROXY_EFI_CSAS):
         for node in inv.nodes:
             lines.append(f'pxe-service=tag:ipxe,tag:{node.short},{csa},"{node.name}",{net.http}/boot/{node.short}.ipxe')
         lines.append(f'pxe-service=tag:ipxe,tag:!known,{csa},"menu",{net.http}/boot/menu.ipxe')
@@ -140,30 +141,37 @@ def write(inv: Inventory, plan: Plan) -> Path:
 
 @contextmanager
 def serving(inv: Inventory, plan: Plan, netns: str | None, timeout: float = 10.0) -> Iterator[run.Daemon]:
-    """dnsmasq in the foreground (in `netns`), checked before it starts, stopped after."""
+    """The node's dnsmasq in the foreground (in `netns`), checked before it starts, stopped after."""
     conf = write(inv, plan)
+    # dnsmasq logs "started, version 2.89 ..." then its DHCP/TFTP set-up lines once bound.
+    with running(conf, plan.log, netns, "TFTP root is", timeout) as daemon:
+        yield daemon
+
+
+@contextmanager
+def running(conf: Path, log: Path, netns: str | None, ready: str, timeout: float = 10.0) -> Iterator[run.Daemon]:
+    """dnsmasq on `conf` (in `netns`): `dnsmasq --test` first, ready once `ready` is in `log`, always stopped."""
     check(conf, netns)
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    plan.log.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
     with run.serving(
-        [*prefix, *argv(conf)], log=plan.log.with_suffix(".out"), ready=lambda d: _wait_ready(d, plan, timeout)
+        [*prefix, *argv(conf)], log=log.with_suffix(".out"), ready=lambda d: _wait_ready(d, log, ready, timeout)
     ) as daemon:
         yield daemon
 
 
-def _wait_ready(daemon: run.Daemon, plan: Plan, timeout: float) -> None:
-    # dnsmasq logs "started, version 2.89 ..." then its DHCP/TFTP set-up lines once bound.
+def _wait_ready(daemon: run.Daemon, log: Path, ready: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not daemon.alive():
-            tail = "\n".join(f"  | {line}" for line in [*daemon.tail(), *_log_tail(plan.log)])
+            tail = "\n".join(f"  | {line}" for line in [*daemon.tail(), *_log_tail(log)])
             hint = " (is another DHCP/DNS server bound there? ports 53, 67, 69)" if "in use" in tail else ""
             raise NetbootError(f"dnsmasq exited at start{hint}:\n{tail}")
-        if "TFTP root is" in "\n".join(_log_tail(plan.log, 50)):
+        if ready in "\n".join(_log_tail(log, 50)):
             return
         time.sleep(0.1)
     daemon.stop()
-    raise NetbootError(f"dnsmasq did not report ready within {timeout:.0f}s (log: {plan.log})")
+    raise NetbootError(f"dnsmasq did not report ready within {timeout:.0f}s (log: {log})")
 
 
 def _log_tail(path: Path, lines: int = 10) -> list[str]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-# Runs once userspace is up. The name comes from DHCP (the initramfs' ipconfig
-# leaves it in /run/net-<iface>.conf, e.g. `HOSTNAME='hv1'` and
-# `DNSDOMAIN='lab.wpdn'`), the role from the kernel command line the node's
-# iPXE script set (`wb.role=hypervisor`), and the report goes to `wb.report=URL`.
+# Runs once userspace is up. The name and role come from the kernel command line
+# the node's per-MAC iPXE script set (`wb.name=hv1.lab.wpdn wb.role=hypervisor`):
+# the node knows the machine by MAC in full and proxy mode alike, while in proxy
+# mode the router's DHCP knows no names. Without wb.name (the menu's live system)
+# the name comes from DHCP (the initramfs' ipconfig leaves it in
+# /run/net-<iface>.conf, e.g. `HOSTNAME='hv1'` and `DNSDOMAIN='lab.wpdn'`). The
+# report carries the interface's MAC, by which the node knows the machine whatever
+# address it got, and goes to `wb.report=URL`.
 REPORT_SCRIPT = r'''#!/usr/bin/python3
 """Tell the networking node this live system is up: host name, role, uptime."""
 import glob
@@ -30,6 +34,11 @@ def dhcp_name():
     return host
 
 
+def node_name(args):
+    """The name the node's iPXE script gave (wb.name=), else the one DHCP gave."""
+    return args.get("wb.name") or dhcp_name()
+
+
 def net_conf():
     values = {}
     for path in sorted(glob.glob("/run/net-*.conf")):
@@ -37,6 +46,14 @@ def net_conf():
             key, _, value = line.strip().partition("=")
             values.setdefault(key, (shlex.split(value) or [""])[0])
     return values
+
+
+def own_mac():
+    """The MAC of the interface the initramfs configured (DEVICE= in /run/net-*.conf)."""
+    try:
+        return open(f"/sys/class/net/{net_conf().get('DEVICE', '')}/address").read().strip()
+    except OSError:
+        return ""
 
 
 def persist(source, name, report):
@@ -66,11 +83,12 @@ def persist(source, name, report):
 
 def main():
     args = dict(a.split("=", 1) for a in open("/proc/cmdline").read().split() if "=" in a)
-    name = dhcp_name()
+    name = node_name(args)
     if name:
         socket.sethostname(name.split(".")[0])
     report = {
         "name": name,
+        "mac": own_mac(),
         "role": args.get("wb.role", ""),
         "image_role": open("/etc/workbench/role").read().strip(),
         "uptime": float(open("/proc/uptime").read().split()[0]),

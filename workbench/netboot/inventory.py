@@ -19,7 +19,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,14 @@ class Inventory:
 
     def by_address(self) -> dict[str, Node]:
         return {n.address: n for n in self.nodes}
+
+    def with_mode(self, mode: str) -> Inventory:
+        """This inventory with [network] mode `mode` (`netboot.test --dhcp-mode`), checked as the file's is."""
+        if mode not in MODES:
+            raise ConfigError(f"DHCP mode {mode!r}: must be one of {', '.join(MODES)}")
+        if mode == "full" and self.network.dhcp_range is None:
+            raise ConfigError(f"{self.path}: full mode needs [network] dhcp_range = [first, last] for unknown machines")
+        return replace(self, network=replace(self.network, mode=mode))
 
 
 def inventory_path(config: Config, path: str | Path | None = None) -> Path:

@@ -2,12 +2,15 @@
 
 The node runs in its namespace; a qemu VM with a node's MAC PXE-boots from it,
 loads the live system over HTTP and reports back. Checked: the reported name
-and role, the VM's local disk byte for byte unchanged. Everything is removed
-afterwards, whatever happened.
+and role, the address it reported from, the VM's local disk byte for byte
+unchanged. In proxy mode a stand-in home router (router.py) on the lab's bridge
+lends the address and the node only adds the boot options. Everything is
+removed afterwards, whatever happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +20,7 @@ from typing import Any
 from .. import progress, run
 from ..config import Config
 from ..errors import ConfigError, NetbootError
-from . import httpserve, netns, node, qemu, timeline
+from . import dnsmasq, netns, node, qemu, router, timeline
 from .artifacts import build_live
 from .inventory import Inventory, Node
 
@@ -28,6 +31,10 @@ TAP = "nbtap0"
 class LabResult:
     node: str
     firmware: str
+    dhcp_mode: str
+    # The address the live system reported from: the node's in full mode, the router's loan in proxy mode.
+    address: str
+    router: dict[str, Any] | None
     reported_name: str
     reported_role: str
     disk_unchanged: bool
@@ -42,15 +49,29 @@ class LabResult:
 
 
 def run_test(
-    config: Config, inv: Inventory, node_key: str | None = None, firmware: str = "bios", timeout: float = 420.0
+    config: Config,
+    inv: Inventory,
+    node_key: str | None = None,
+    firmware: str = "bios",
+    dhcp_mode: str | None = None,
+    timeout: float = 420.0,
 ) -> LabResult:
-    """Boot `node_key` (default: the first node) in a VM with `firmware` and check what it reports."""
+    """Boot `node_key` (default: the first node) in a VM with `firmware` and check what it reports.
+
+    `dhcp_mode` ("full" or "proxy") overrides the inventory's [network] mode for this test only.
+    """
     if firmware not in qemu.FIRMWARES:
         raise ConfigError(f"firmware {firmware!r}: must be one of {', '.join(qemu.FIRMWARES)}")
+    inv = inv.with_mode(dhcp_mode) if dhcp_mode else inv
     target = inv.node(node_key) if node_key else inv.nodes[0]
-    scope = f"netboot test {target.short} ({firmware})"
+    mode = inv.network.mode
+    # Planned before anything starts: an inventory with no room for a router fails at once.
+    stand_in = router.plan(inv) if mode == "proxy" else None
+    scope = f"netboot test {target.short} ({firmware}, {mode} DHCP)"
     live = build_live(config)
     work = config.state_dir / "netboot" / "vm"
+    # In the node's state: the router's log is part of the boot's timeline (timeline.DHCP_LOGS).
+    router_files = router.Files(node.node_dir(config) / "router")
     disk = work / "disk.qcow2"
     before = qemu.create_disk(disk)
     # A file from an earlier boot must not pass for this one's.
@@ -58,25 +79,43 @@ def run_test(
     vm = qemu.VM(mac=target.mac, tap=TAP, disk=disk, console=work / "console.log", firmware=firmware)
     qemu.prepare_firmware(vm)
     try:
-        with node.running(config, inv, live) as running:
+        with node.running(config, inv, live) as running, contextlib.ExitStack() as stack:
+            if stand_in is not None:
+                name = netns.router_namespace_name(config.prefix)
+                stack.enter_context(router.serving(running.lab, stand_in, name, router_files))
+                progress.step(
+                    scope,
+                    f"stand-in home router {stand_in.address} (namespace {name}): "
+                    f"DHCP only, lends {stand_in.pool[0]}-{stand_in.pool[1]}",
+                )
             netns.add_tap(running.lab, TAP)
             progress.step(scope, f"powering on a VM (qemu TCG) with MAC {target.mac}")
             power_on = time.time()
             daemon = qemu.spawn(vm, running.lab.name, work / "qemu.out")
             try:
-                report = _wait_report(running.state, target, daemon, vm.console, timeout, scope)
+                line = _wait_report(inv, running.state, target, daemon, vm.console, timeout, scope)
             finally:
                 daemon.stop()
-            lines = timeline.build(inv, running.state)
+            offered = _offered(running.state / "dnsmasq.log", target)
         after = qemu.file_digest(disk)
         persisted = _persisted(inv, target)
     finally:
         disk.unlink(missing_ok=True)
         disk.with_name("OVMF_VARS.fd").unlink(missing_ok=True)
-    line = next(t for t in lines if t.node == target)
+    report = line.report or {}
+    lent = None
+    if stand_in is not None:
+        lent = {
+            "address": stand_in.address,
+            "pool": list(stand_in.pool),
+            "leased": router.leased(router_files.leases, target.mac),
+        }
     result = LabResult(
         node=target.name,
         firmware=firmware,
+        dhcp_mode=mode,
+        address=str(report.get("client", "")),
+        router=lent,
         reported_name=str(report.get("name", "")),
         reported_role=str(report.get("role", "")),
         disk_unchanged=before == after,
@@ -86,26 +125,26 @@ def run_test(
         timeline=line.to_dict(),
         console=_tail(vm.console, 15),
     )
-    _check(result, target)
+    _check(result, target, stand_in, offered)
     return result
 
 
 def _wait_report(
-    state: Path, target: Node, daemon: run.Daemon, console: Path, timeout: float, scope: str
-) -> dict[str, Any]:
+    inv: Inventory, state: Path, target: Node, daemon: run.Daemon, console: Path, timeout: float, scope: str
+) -> timeline.Timeline:
+    """The target's timeline once it has reported (found by its MAC, whatever its address)."""
     deadline = time.monotonic() + timeout
     seen = ""
     while time.monotonic() < deadline:
-        report = httpserve.read_reports(state).get(target.address)
-        if report is not None:
-            return report
+        line = next(t for t in timeline.build(inv, state) if t.node == target)
+        if line.report is not None:
+            return line
         if not daemon.alive():
             failure = daemon.failure()
             raise NetbootError(f"qemu exited before the VM reported back: {failure}\nconsole:\n{_tail(console)}")
-        stage = timeline.build_one(target, state)
-        if stage != seen:
-            progress.detail(f"{target.short}: {stage}")
-            seen = stage
+        if line.last != seen:
+            progress.detail(f"{target.short}: {line.last}")
+            seen = line.last
         time.sleep(0.5)
     raise NetbootError(
         f"{target.name} did not report back within {timeout:.0f}s (last stage: {seen}); console tail:\n{_tail(console)}"
@@ -130,18 +169,39 @@ def phases(line: timeline.Timeline, power_on: float) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def _check(result: LabResult, target: Node) -> None:
+def _check(result: LabResult, target: Node, stand_in: router.Router | None, offered: list[str]) -> None:
     problems = []
     if result.reported_name != target.name:
-        problems.append(f"reported name {result.reported_name!r}, expected {target.name!r} (from DHCP)")
+        problems.append(f"reported name {result.reported_name!r}, expected {target.name!r} (from its iPXE script)")
     if result.reported_role != target.role:
         problems.append(f"reported role {result.reported_role!r}, expected {target.role!r}")
+    if stand_in is None and result.address != target.address:
+        problems.append(f"reported from {result.address!r}, not the address {target.address} the node gives it")
+    if stand_in is not None and offered:
+        problems.append(f"the node's dnsmasq offered {target.mac} {', '.join(offered)} in proxy mode")
+    if stand_in is not None and result.router is not None:
+        if not (result.address and stand_in.lends(result.address)):
+            problems.append(f"reported from {result.address!r}, outside the router's pool {'-'.join(stand_in.pool)}")
+        elif result.router["leased"] != result.address:
+            problems.append(
+                f"the router's leases give {target.mac} {result.router['leased'] or 'nothing'}, "
+                f"but it reported from {result.address}"
+            )
     if not result.persisted:
         problems.append(f"no persistence file {target.name}/last-boot.json on the export (VM said: {result.console})")
     if not result.disk_unchanged:
         problems.append("the VM's local disk changed: the live system wrote to it")
     if problems:
         raise NetbootError(f"netboot test of {target.name} failed: " + "; ".join(problems))
+
+
+def _offered(log: Path, target: Node) -> list[str]:
+    """Addresses the node's own dnsmasq offered or acked the target (none in proxy mode)."""
+    try:
+        events = dnsmasq.parse_log(log.read_text(errors="replace"))
+    except OSError:
+        return []
+    return sorted({e.ip or "" for e in events if e.mac == target.mac and e.kind in ("DHCPOFFER", "DHCPACK")})
 
 
 def _persisted(inv: Inventory, target: Node) -> str:

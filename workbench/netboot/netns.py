@@ -6,7 +6,9 @@ sits on the bridge; each VM gets a tap device enslaved to it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ from ..errors import CommandFailed, NetbootError
 BRIDGE = "nb0"
 # Unique local addresses, never routed anywhere.
 IPV6_PREFIX = "fd77:6e62::"
+# A host's veth pair: the port on the lab's bridge, and its own end.
+HOST_PORT = "nbhost0"
+HOST_INTERFACE = "lan0"
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,24 @@ class Lab:
         return ["ip", "netns", "exec", self.name]
 
 
+@dataclass(frozen=True)
+class Host:
+    """Another machine on the lab's bridge: its own namespace, one interface."""
+
+    name: str
+    interface: str
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+
 def namespace_name(prefix: str) -> str:
     return f"{prefix}-nb"
+
+
+def router_namespace_name(prefix: str) -> str:
+    """The stand-in home router of a proxy-mode lab test."""
+    return f"{prefix}-nbr"
 
 
 def exists(name: str) -> bool:
@@ -88,9 +109,37 @@ def add_tap(lab: Lab, tap: str) -> None:
     _ip("link", "set", tap, "up", netns=lab.name)
 
 
+@contextmanager
+def host(lab: Lab, name: str, address: str, prefixlen: int) -> Iterator[Host]:
+    """Namespace `name` wired to the lab's bridge by a veth pair, holding `address`; always removed after."""
+    check_free(name)
+    try:
+        run.capture(["ip", "netns", "add", name])
+    except CommandFailed as exc:
+        raise NetbootError(f"cannot create network namespace {name}: {exc}") from None
+    try:
+        _ip("link", "set", "lo", "up", netns=name)
+        # Created in the lab, its peer straight in the new namespace.
+        _ip("link", "add", HOST_PORT, "type", "veth", "peer", "name", HOST_INTERFACE, "netns", name, netns=lab.name)
+        _ip("link", "set", HOST_PORT, "master", lab.bridge, netns=lab.name)
+        _ip("link", "set", HOST_PORT, "up", netns=lab.name)
+        _ip("addr", "add", f"{address}/{prefixlen}", "dev", HOST_INTERFACE, netns=name)
+        _ip("link", "set", HOST_INTERFACE, "up", netns=name)
+        yield Host(name, HOST_INTERFACE)
+    finally:
+        remove(name)
+
+
 def remove(name: str) -> bool:
-    """Delete the namespace (its bridge and taps go with it); False if there was none."""
+    """Delete the namespace (its bridge, taps and veths go with it); False if there was none.
+
+    A process left inside (of a node or router that was killed) would keep the
+    namespace alive unnamed: it is killed first.
+    """
     if not exists(name):
         return False
+    for pid in run.capture(["ip", "netns", "pids", name], check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
     run.capture(["ip", "netns", "delete", name])
     return True

@@ -45,7 +45,7 @@ def _state_file(config: Config) -> Path:
 
 def _reset(state: Path) -> None:
     """A new node starts a new timeline: the previous run's logs and reports go."""
-    for name in ("dnsmasq.log", "dnsmasq.out", "http.jsonl", "http.out", "leases"):
+    for name in ("dnsmasq.log", "dnsmasq.out", "http.jsonl", "http.out", "leases", "router/router.log"):
         (state / name).unlink(missing_ok=True)
     reports = state / "reports"
     if reports.is_dir():
@@ -125,8 +125,10 @@ def stop(config: Config, timeout: float = 20.0) -> list[str]:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
             done.append(f"killed a leftover {what} (pid {pid})")
-    if netns.remove(netns.namespace_name(config.prefix)):
-        done.append(f"removed namespace {netns.namespace_name(config.prefix)}")
+    # The lab test's stand-in router too; either may still hold a process of a killed run.
+    for name in (netns.router_namespace_name(config.prefix), netns.namespace_name(config.prefix)):
+        if netns.remove(name):
+            done.append(f"removed namespace {name}")
     path.unlink(missing_ok=True)
     return done
 

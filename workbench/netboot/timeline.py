@@ -2,6 +2,11 @@
 
 Sources: dnsmasq's log (DHCP offer/ack, TFTP of the iPXE loader), the HTTP
 request log (iPXE script, kernel, initrd, root image) and the report-back.
+In proxy mode the node gives no addresses: its offer is the PXE boot offer it
+adds to the router's, and a machine's address is learned from the DHCP logs, the
+iPXE script it fetched and its report (which names its MAC). The router's offer
+and ack are in the router's log, which a real home router keeps to itself; the
+lab test's stand-in router leaves its log in the node's state (router/).
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import dnsmasq, httpserve
-from .inventory import Inventory, Network, Node
+from .inventory import Inventory, Node
 
-_NO_NETWORK = Network("0.0.0.0/0", "0.0.0.0", "0.0.0.0", "full", None, "", 0)
+# The node's dnsmasq log, and the lab test's stand-in router's (router.py) if there is one.
+DHCP_LOGS = ("dnsmasq.log", "router/router.log")
 STAGES = ("dhcp offer", "dhcp ack", "ipxe loader", "ipxe script", "kernel", "initrd", "root image", "reported")
 
 
@@ -28,7 +34,8 @@ class Timeline:
 
     def mark(self, stage: str, when: float, began: float | None = None) -> None:
         # The first time counts: later DHCP rounds (initramfs, userspace) do not move the start.
-        self.events.setdefault(stage, when)
+        if stage not in self.events or when < self.events[stage]:
+            self.events[stage] = when
         if began is not None:
             self.requested.setdefault(stage, began)
 
@@ -58,33 +65,68 @@ def _dnsmasq_time(stamp: str, year: int) -> float:
 def build(inv: Inventory, state: Path) -> list[Timeline]:
     lines = {n.mac: Timeline(n) for n in inv.nodes}
     by_ip = {n.address: lines[n.mac] for n in inv.nodes}
-    log = state / "dnsmasq.log"
+    events = [e for name in DHCP_LOGS for e in dnsmasq.parse_log(_read(state / name))]
+    requests = httpserve.read_log(state / "http.jsonl")
+    reports = httpserve.read_reports(state)
+    # In proxy mode the router lends the addresses: learn who holds which from what the node saw.
+    by_ip.update(_learned(lines, events, requests, reports))
     year = time.localtime().tm_year
-    if log.is_file():
-        for event in dnsmasq.parse_log(log.read_text(errors="replace")):
-            line = lines.get(event.mac or "") or by_ip.get(event.ip or "")
-            if line is None:
-                continue
-            when = _dnsmasq_time(event.stamp, year)
-            if event.kind == "DHCPOFFER":
-                line.mark("dhcp offer", when)
-            elif event.kind == "DHCPACK":
-                line.mark("dhcp ack", when)
-            elif event.kind == "TFTP":
-                line.mark("ipxe loader", when)
-    for entry in httpserve.read_log(state / "http.jsonl"):
+    for event in events:
+        line = lines.get(event.mac or "") or by_ip.get(event.ip or "")
+        if line is None:
+            continue
+        when = _dnsmasq_time(event.stamp, year)
+        if event.kind == "DHCPOFFER":
+            line.mark("dhcp offer", when)
+        elif event.kind == "DHCPACK":
+            line.mark("dhcp ack", when)
+        elif event.kind == "PXE" and "ignored" not in event.detail:
+            # Proxy mode: the node's boot options beside the router's offer (or before it: a router
+            # checks by ping that an address is free before it offers it).
+            line.mark("dhcp offer", when)
+        elif event.kind == "TFTP":
+            line.mark("ipxe loader", when)
+    for entry in requests:
         line = by_ip.get(entry["client"])
         if line is None or entry["status"] not in (200, 204):
             continue
         stage = _http_stage(entry["path"])
         if stage is not None:
             line.mark(stage, entry["end"], entry["start"])
-    for address, report in httpserve.read_reports(state).items():
-        line = by_ip.get(address)
+    for address, report in reports.items():
+        line = lines.get(report.get("mac", "")) or by_ip.get(address)
         if line is not None:
             line.report = report
             line.mark("reported", report["received"])
     return list(lines.values())
+
+
+def _learned(
+    lines: dict[str, Timeline],
+    events: list[dnsmasq.LogEvent],
+    requests: list[dict[str, Any]],
+    reports: dict[str, dict[str, Any]],
+) -> dict[str, Timeline]:
+    """Client addresses tied to a node: by MAC in dnsmasq's log and the reports, by its own iPXE script."""
+    learned: dict[str, Timeline] = {}
+    for event in events:
+        if event.ip and event.mac in lines:
+            learned[event.ip] = lines[event.mac]
+    scripts = {f"/boot/{t.node.short}.ipxe": t for t in lines.values()}
+    for entry in requests:
+        if entry["path"] in scripts and entry["status"] == 200:
+            learned[entry["client"]] = scripts[entry["path"]]
+    for address, report in reports.items():
+        if report.get("mac") in lines:
+            learned[address] = lines[report["mac"]]
+    return learned
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _http_stage(path: str) -> str | None:
@@ -108,10 +150,3 @@ def render(timelines: list[Timeline]) -> str:
         if t.report:
             out.append(f"    report: name {t.report.get('name')!r}, role {t.report.get('role')!r}")
     return "\n".join(out)
-
-
-def build_one(node: Node, state: Path) -> str:
-    """The last stage `node` reached (for progress lines while waiting)."""
-    for line in build(Inventory(Path(), _NO_NETWORK, Path(), (node,)), state):
-        return line.last
-    return "nothing yet"
