@@ -114,12 +114,13 @@ def base(c, force=False):
         "role": "the role to bake (a [roles.<name>] of workbench.toml), e.g. app",
         "all": "bake every role, in parallel up to [builder] parallel",
         "force": "bake even if an image with the same inputs exists",
-        "keep_failed": "on failure keep the build container and candidate image (named <prefix>-failed-...)",
+        "keep_failed": "on failure keep the build container and candidate image (named <prefix>-failed-...; "
+        "qemu builder: the candidate disk, under .workbench/images/qcow2/<role>/failed/)",
         "json": "print the results as JSON",
     },
 )
 def image_bake(c, role="", all=False, force=False, keep_failed=False, json=False):
-    """Bake a role image with Packer and masterless Salt, verify it with testinfra, tag it <role>:<N>."""
+    """Bake a role image with Packer and masterless Salt, verify it with testinfra, tag it <role>:<N> (or a qcow2)."""
     from workbench import bake as wb_bake
     from workbench.errors import ConfigError
 

@@ -80,7 +80,7 @@ def test_listed_and_reused_when_nothing_changed(baked: dict[str, Any], qemu_conf
 
 
 def test_failed_provisioning_leaves_no_disk_and_no_vm(
-    baked: dict[str, Any], wb_prefix: str, wb_state: Path, tmp_path: Path
+    wb_prefix: str, wb_state: Path, tmp_path: Path, base_image: Any
 ) -> None:
     # A copy of the checkout with one role whose only state fails: Salt stops it early.
     root = tmp_path / "checkout"
@@ -92,12 +92,14 @@ def test_failed_provisioning_leaves_no_disk_and_no_vm(
     data = config_data(wb_prefix, wb_state, builder={"type": "qemu"})
     data["workbench"].update(checkout=str(root), common_states=[], default_role="broken")
     data["roles"] = {"broken": {}}
+    data["environments"] = {"sandbox": {}}
     data.pop("pools", None)
     data["watch"] = {"branch": "main"}
     path = write_config(tmp_path / "workbench.toml", data)
     proc = fab("image.bake", "broken", config=path, timeout=900)
     assert proc.returncode == 1, proc.stdout[-2000:]
-    assert "broken: Salt" in proc.stderr and "made to fail" in proc.stderr, proc.stderr[-2000:]
+    assert "broken: Salt 1 state(s) failed" in proc.stderr, proc.stderr[-2000:]
+    assert "broken (test.fail_without_changes, sls broken)" in proc.stderr
     cfg = config.load(path)
     assert not disks.store(cfg, "broken").exists() or not list(disks.store(cfg, "broken").rglob("*.qcow2"))
     assert _qemu_processes(wb_state) == []
