@@ -362,13 +362,20 @@ def netboot_build(c, force=False, inventory=""):
     print(f"live image {live.digest} {state}: {sizes}; {len(scripts)} iPXE scripts in {scripts[0].parent}")
 
 
-@wb(name="serve", help={"inventory": _INVENTORY_HELP})
-def netboot_serve(c, inventory=""):
+@wb(
+    name="serve",
+    help={
+        "inventory": _INVENTORY_HELP,
+        "interface": "also serve the LAN behind this host interface, through a macvlan of it "
+        "(default: the inventory's [network] interface)",
+    },
+)
+def netboot_serve(c, inventory="", interface=""):
     """Run the networking node (DHCP, TFTP, DNS, HTTP) in its namespace until Ctrl-C or netboot.stop."""
     from workbench.netboot import node
 
     cfg = _config()
-    node.serve(cfg, _inventory(cfg, inventory))
+    node.serve(cfg, _inventory(cfg, inventory), interface=interface or None)
 
 
 @wb(name="status", help={"inventory": _INVENTORY_HELP, "json": "print JSON"})

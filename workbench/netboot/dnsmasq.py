@@ -34,6 +34,8 @@ class Plan:
     log: Path
     leases: Path
     conf: Path
+    # On a real LAN (uplink.py): advertise the lab's IPv6 prefix but not a default route via the node.
+    lan: bool = False
 
 
 def config_text(inv: Inventory, plan: Plan) -> str:
@@ -66,6 +68,10 @@ def config_text(inv: Inventory, plan: Plan) -> str:
         "enable-ra",
         f"dhcp-range=::,constructor:{plan.interface},ra-only",
     ]
+    if plan.lan:
+        # Router lifetime 0 (interval 0: the default): the LAN's machines must not take the node,
+        # which routes nowhere, for their IPv6 default router; by default dnsmasq says 1800 s.
+        lines.append(f"ra-param={plan.interface},0,0")
     for node in inv.nodes:
         lines.append(f"host-record={node.name},{node.short},{node.address}")
     lines += _full(inv) if net.mode == "full" else _proxy(inv)

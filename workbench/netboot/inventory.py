@@ -31,7 +31,9 @@ DEFAULT_PATH = "netboot/inventory.toml"
 MODES = ("full", "proxy")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
-_NETWORK_KEYS = {"subnet", "server", "gateway", "mode", "dhcp_range", "domain", "http_port"}
+_NETWORK_KEYS = {"subnet", "server", "gateway", "mode", "dhcp_range", "domain", "http_port", "interface"}
+# A Linux interface name: at most 15 bytes, no slash, colon or whitespace (uplink.check_name uses it too).
+IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _STORAGE_KEYS = {"export"}
 _NODE_KEYS = {"mac", "name", "address"}
 
@@ -58,6 +60,8 @@ class Network:
     dhcp_range: tuple[str, str] | None
     domain: str
     http_port: int
+    # The host interface whose LAN `netboot.serve` serves ("": the namespace alone).
+    interface: str = ""
 
     @property
     def prefixlen(self) -> int:
@@ -187,9 +191,17 @@ def _network(raw: dict[str, Any], problems: list[str]) -> Network | None:
     port = raw.get("http_port", 8080)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         problems.append(f"[network] http_port = {port!r}: not a TCP port (1-65535)")
+    interface = raw.get("interface", "")
+    if not isinstance(interface, str) or (interface and not IFNAME.match(interface)):
+        problems.append(
+            f'[network] interface = {interface!r}: expected a host interface name like eth0, or "" for none'
+        )
+        interface = ""
     if server is None:
         return None
-    return Network(str(subnet), str(server), str(gateway or server), str(mode), dhcp_range, str(domain), int(port))
+    return Network(
+        str(subnet), str(server), str(gateway or server), str(mode), dhcp_range, str(domain), int(port), interface
+    )
 
 
 def _inside_check(subnet: ipaddress.IPv4Network, problems: list[str]) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import progress
 from ..config import Config
 from ..errors import NetbootError
-from . import boot, dnsmasq, httpserve, netns, nfs
+from . import boot, dnsmasq, httpserve, netns, nfs, uplink
 from .artifacts import LiveImage, require_live
 from .inventory import Inventory
 
@@ -33,6 +33,8 @@ class Running:
     lab: netns.Lab
     state: Path
     pids: dict[str, int]
+    # The macvlan on the LAN behind a host interface, when serving one (uplink.py).
+    lan: uplink.Uplink | None = None
 
 
 def node_dir(config: Config) -> Path:
@@ -54,11 +56,17 @@ def _reset(state: Path) -> None:
 
 
 @contextmanager
-def running(config: Config, inv: Inventory, live: LiveImage | None = None) -> Iterator[Running]:
-    """The node serving `inv` in namespace `<prefix>-nb` until the block ends."""
+def running(config: Config, inv: Inventory, live: LiveImage | None = None, interface: str = "") -> Iterator[Running]:
+    """The node serving `inv` in namespace `<prefix>-nb` until the block ends.
+
+    With `interface`, also the LAN behind that host interface, through a macvlan
+    of it on the node's bridge (uplink.py); without, the namespace stays isolated.
+    """
     name = netns.namespace_name(config.prefix)
     # Before anything is touched: a second node must not reset the running one's logs.
     netns.check_free(name)
+    if interface:
+        uplink.check(interface)
     live = live or require_live(config)
     state = node_dir(config)
     state.mkdir(parents=True, exist_ok=True)
@@ -69,27 +77,41 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None) -> It
     net = inv.network
     with ExitStack() as stack:
         lab = stack.enter_context(netns.lab(name, net.server, net.prefixlen))
+        lan: uplink.Uplink | None = None
+        if interface:
+            stack.callback(uplink.detach, lab)
+            lan = uplink.attach(lab, interface)
         http = stack.enter_context(httpserve.serving(http_root, net.server, net.http_port, state, lab.name))
         share = nfs.Plan(net.server, inv.export, state / "nfs")
         persist = stack.enter_context(nfs.serving(share, net.subnet, lab.name))
-        plan = dnsmasq.Plan(lab.bridge, state / "tftp", state / "dnsmasq.log", state / "leases", state / "dnsmasq.conf")
+        plan = dnsmasq.Plan(
+            lab.bridge, state / "tftp", state / "dnsmasq.log", state / "leases", state / "dnsmasq.conf", lan is not None
+        )
         dns = stack.enter_context(dnsmasq.serving(inv, plan, lab.name))
         pids = {"http": http.pid, "nfs": persist.pid, "dnsmasq": dns.pid}
-        _state_file(config).write_text(json.dumps({"netns": lab.name, "pids": pids, "serve": os.getpid()}))
+        record = {"netns": lab.name, "pids": pids, "serve": os.getpid(), "interface": interface}
+        _state_file(config).write_text(json.dumps(record))
         stack.callback(_state_file(config).unlink, missing_ok=True)
-        yield Running(inv, live, lab, state, pids)
+        yield Running(inv, live, lab, state, pids, lan)
 
 
-def serve(config: Config, inv: Inventory, until: threading.Event | None = None) -> None:
-    """Run the node in the foreground until SIGTERM, SIGINT or `until` is set."""
+def serve(config: Config, inv: Inventory, until: threading.Event | None = None, interface: str | None = None) -> None:
+    """Run the node in the foreground until SIGTERM, SIGINT or `until` is set.
+
+    `interface` (default: the inventory's [network] interface) puts it on the LAN behind that host interface.
+    """
     stop = until or threading.Event()
+    lan = inv.network.interface if interface is None else interface
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     scope = "netboot serve"
     try:
-        with running(config, inv) as node:
+        with running(config, inv, interface=lan) as node:
             net = inv.network
             where = f"namespace {node.lab.name}"
             progress.step(scope, f"{where}: {net.mode} DHCP, TFTP, DNS ({net.domain}) on {net.server}")
+            if node.lan is not None:
+                up = node.lan
+                progress.step(scope, f"on the LAN of {up.interface}: macvlan {up.link} ({up.mac}) on {node.lab.bridge}")
             progress.step(scope, f"HTTP {net.http}/ (live image {node.live.digest}), reports at {net.http}/report")
             progress.step(scope, f"NFSv4 {net.server}:{nfs.PSEUDO} -> {inv.export} (the nodes' persistence)")
             for n in inv.nodes:
