@@ -189,7 +189,8 @@ class DockerBuilder(Builder):
             progress.step(f"bake {role.name}", f"tag: {tag}")
             # A LABEL-only build adds no layer: the accepted image has exactly the
             # candidate's file system, with the verdict in its labels.
-            dockerfile = "\n".join([f"FROM {candidate}", *label_changes(verdict), ""])
+            labels = {**verdict, images.VERSION_LABEL: str(version)}
+            dockerfile = "\n".join([f"FROM {candidate}", *label_changes(labels), ""])
             try:
                 image, _ = engine.client().images.build(
                     fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, pull=False, forcerm=True
@@ -298,6 +299,7 @@ class QemuBuilder(Builder):
         with counter as c:
             version = c.next()
             tag = disks.tag(config, role.name, version)
+            labels[images.VERSION_LABEL] = str(version)
             progress.step(f"bake {role.name}", f"tag: {tag} ({disks.disk_path(config, role.name, version)})")
             record = disks.accept(config, role.name, Path(candidate), version, labels)
             c.commit(version)

@@ -132,3 +132,46 @@ def test_prune_keeps_the_newest_and_removes_record_then_file(tmp_path: Path) -> 
         disks.accept(cfg, "base", _candidate(tmp_path, str(version).encode()), version, {})
     assert disks.prune(cfg, 1) == ["unit/base:2.qcow2", "unit/base:1.qcow2"]
     assert sorted(p.name for p in disks.store(cfg, "base").iterdir()) == ["3.json", "3.qcow2"]
+
+
+def _request(cfg: config.Config, work: Path) -> builders.BuildRequest:
+    return builders.BuildRequest(
+        config=cfg, role=cfg.roles["base"], bake_id="b1", base_ref="ref", labels={images.BAKE_LABEL: "b1"},
+        container_name="unit-build", work=work,
+    )  # fmt: skip
+
+
+VERDICT = {images.VERIFY_LABEL: "passed", "workbench.tests": "3 passed", images.CANDIDATE_LABEL: "false"}
+
+
+def test_an_accepted_disk_records_its_version_among_its_labels(tmp_path: Path) -> None:
+    cfg = qemu_config(tmp_path)
+    accepted = builders.QemuBuilder().accept(str(_candidate(tmp_path, b"disk")), _request(cfg, tmp_path), VERDICT)
+    record = disks.records(cfg, "base")[0]
+    assert (accepted.version, record["labels"][images.VERSION_LABEL]) == (1, "1")
+    assert record["labels"][images.VERIFY_LABEL] == "passed"
+
+
+def test_an_accepted_image_carries_its_version_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Releases find images by `workbench.version`: the docker accept must write it (a regression once)."""
+    cfg = qemu_config(tmp_path)
+    built: dict[str, object] = {}
+
+    class FakeImage:
+        id, attrs = "sha256:accepted", {"Size": 7}
+
+    class FakeImages:
+        def build(self, fileobj: object, tag: str, **_: object) -> tuple[FakeImage, list[object]]:
+            built.update(dockerfile=fileobj.read().decode(), tag=tag)  # type: ignore[attr-defined]
+            return FakeImage(), []
+
+    class FakeClient:
+        images = FakeImages()
+
+    monkeypatch.setattr(builders.engine, "client", lambda: FakeClient())
+    monkeypatch.setattr(builders.engine, "images", lambda labels: [])
+    monkeypatch.setattr(builders.engine, "remove_image", lambda ref: None)
+    accepted = builders.DockerBuilder().accept("sha256:candidate", _request(cfg, tmp_path), VERDICT)
+    assert (accepted.tag, accepted.version) == ("unit/base:1", 1)
+    assert 'LABEL "workbench.version"="1"' in str(built["dockerfile"])
+    assert 'LABEL "workbench.verify"="passed"' in str(built["dockerfile"])
