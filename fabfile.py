@@ -386,10 +386,12 @@ def netboot_status(c, inventory="", json=False):
     cfg = _config()
     lines = timeline.build(_inventory(cfg, inventory), node.node_dir(cfg))
     running = netns.exists(netns.namespace_name(cfg.prefix))
+    interface = node.serving(cfg).get("interface", "") if running else ""
     if json:
-        _print_json({"running": running, "nodes": [t.to_dict() for t in lines]})
+        _print_json({"running": running, "interface": interface, "nodes": [t.to_dict() for t in lines]})
         return
-    print(f"node: {'running' if running else 'not running'} (namespace {netns.namespace_name(cfg.prefix)})")
+    where = f", on the LAN of {interface}" if interface else ""
+    print(f"node: {'running' if running else 'not running'} (namespace {netns.namespace_name(cfg.prefix)}{where})")
     print(timeline.render(lines))
 
 

@@ -181,6 +181,8 @@ def test_serve_answers_a_pc_on_the_lan_and_stop_leaves_the_interface(
         assert script.startswith("#!ipxe") and "wb.role=hypervisor" in script
         log = (node.node_dir(up_cfg) / "dnsmasq.log").read_text()
         assert f"DHCPOFFER({netns.BRIDGE}) 10.77.0.11 {PC_MAC}" in log
+        status = json.loads(fab("netboot.status", "--json", config=up_cfg.path, check=True).stdout)
+        assert (status["running"], status["interface"]) == (True, host_end)
 
         stop = fab("netboot.stop", config=up_cfg.path, check=True)
         assert "stopped the node" in stop.stdout

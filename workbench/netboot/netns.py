@@ -1,7 +1,10 @@
 """The lab's isolated network: a namespace with a bridge the node and the VMs share.
 
-Traffic never leaves it: no veth to the host, no route out. The node's address
-sits on the bridge; each VM gets a tap device enslaved to it.
+The node's address sits on the bridge; each VM gets a tap device enslaved to
+it. Nothing leaves the namespace unless the node is uplinked: with
+`--interface` (inventory `[network] interface`) a macvlan on that host
+interface becomes a port of the bridge, and the lab is the LAN behind it
+(workbench.netboot.uplink). Even then there is no route out of the namespace.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import progress
 from ..config import Config
@@ -43,6 +44,12 @@ def node_dir(config: Config) -> Path:
 
 def _state_file(config: Config) -> Path:
     return node_dir(config) / "node.json"
+
+
+def serving(config: Config) -> dict[str, Any]:
+    """What the running node recorded: namespace, pids, the host interface it serves ("" for none)."""
+    path = _state_file(config)
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _reset(state: Path) -> None:
@@ -131,7 +138,7 @@ def stop(config: Config, timeout: float = 20.0) -> list[str]:
     """End a running node (and anything a killed one left); what was done, one line each."""
     done: list[str] = []
     path = _state_file(config)
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = serving(config)
     serve_pid = data.get("serve")
     if serve_pid and serve_pid != os.getpid() and _alive(serve_pid):
         os.kill(serve_pid, signal.SIGTERM)
