@@ -1,33 +1,33 @@
 """The qemu builder for real: vanilla disk, Packer's qemu builder under TCG, Salt, testinfra over SSH.
 
 Software emulation is slow, so CI bakes one role, the base, and one failure
-that stops early (a state that fails, with no common states). The session's
-base rootfs and package cache are shared with the docker bakes.
+that stops early (a state that fails, with no common states). Both bakes run
+in the background from the start of the session, under a prefix and state of
+their own (tests/e2e/conftest.py); these tests check their results.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, config_data, fab, write_config
+from tests.conftest import fab
+from tests.e2e.conftest import QemuBakes
 from workbench import config, disks, run
 
 
 @pytest.fixture(scope="module")
-def qemu_config_path(wb_prefix: str, wb_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = config_data(wb_prefix, wb_state, builder={"type": "qemu"})
-    return write_config(tmp_path_factory.mktemp("qemu") / "workbench.toml", data)
+def qemu_config_path(qemu_bakes: QemuBakes) -> Path:
+    return qemu_bakes.config_path
 
 
 @pytest.fixture(scope="module")
-def baked(qemu_config_path: Path, base_image: Any) -> dict[str, Any]:
-    proc = fab("image.bake", "base", "--json", config=qemu_config_path, timeout=1500)
+def baked(qemu_bakes: QemuBakes) -> dict[str, Any]:
+    proc = qemu_bakes.result("base")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (result,) = _last_json(proc.stdout)
     return {"result": result, "output": proc.stdout + proc.stderr}
@@ -63,9 +63,10 @@ def test_base_role_baked_as_a_verified_qcow2(baked: dict[str, Any], qemu_config_
         assert step in output, step
 
 
-def test_nothing_of_the_bake_is_left_running_or_lying_around(baked: dict[str, Any], wb_state: Path) -> None:
-    assert _qemu_processes(wb_state) == []
-    assert not list((wb_state / "bakes").glob("base-*")), "the bake's work directory is removed"
+def test_nothing_of_the_bake_is_left_running_or_lying_around(baked: dict[str, Any], qemu_bakes: QemuBakes) -> None:
+    qemu_bakes.result("broken")  # the background job's last bake: after it, nothing of either may run
+    assert _qemu_processes(qemu_bakes.state) == []
+    assert not list((qemu_bakes.state / "bakes").glob("base-*")), "the bake's work directory is removed"
     assert not list(Path("/tmp").glob("wb-ssh-*")), "the SSH master connection is closed"
 
 
@@ -79,27 +80,12 @@ def test_listed_and_reused_when_nothing_changed(baked: dict[str, Any], qemu_conf
     assert result["seconds"] < 5
 
 
-def test_failed_provisioning_leaves_no_disk_and_no_vm(
-    wb_prefix: str, wb_state: Path, tmp_path: Path, base_image: Any
-) -> None:
-    # A copy of the checkout with one role whose only state fails: Salt stops it early.
-    root = tmp_path / "checkout"
-    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", ".venv", ".workbench", "tests"))
-    (root / "salt/broken").mkdir()
-    (root / "salt/broken/init.sls").write_text("broken:\n  test.fail_without_changes:\n    - name: made to fail\n")
-    (root / "tests/roles").mkdir(parents=True)
-    (root / "tests/roles/test_broken.py").write_text("def test_never_runs(host):\n    raise AssertionError\n")
-    data = config_data(wb_prefix, wb_state, builder={"type": "qemu"})
-    data["workbench"].update(checkout=str(root), common_states=[], default_role="broken")
-    data["roles"] = {"broken": {}}
-    data["environments"] = {"sandbox": {}}
-    data.pop("pools", None)
-    data["watch"] = {"branch": "main"}
-    path = write_config(tmp_path / "workbench.toml", data)
-    proc = fab("image.bake", "broken", config=path, timeout=900)
+def test_failed_provisioning_leaves_no_disk_and_no_vm(qemu_bakes: QemuBakes) -> None:
+    """`broken`: a role whose only state fails (tests/e2e/conftest.py makes its checkout)."""
+    proc = qemu_bakes.result("broken")
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "broken: Salt 1 state(s) failed" in proc.stderr, proc.stderr[-2000:]
     assert "broken (test.fail_without_changes, sls broken)" in proc.stderr
-    cfg = config.load(path)
+    cfg = config.load(qemu_bakes.broken_config_path)
     assert not disks.store(cfg, "broken").exists() or not list(disks.store(cfg, "broken").rglob("*.qcow2"))
-    assert _qemu_processes(wb_state) == []
+    assert _qemu_processes(qemu_bakes.state) == []

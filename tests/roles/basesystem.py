@@ -144,6 +144,8 @@ def test_no_package_caches(host: Any) -> None:
 
 def test_no_build_host_ca(host: Any) -> None:
     assert host.run("find /usr/local/share/ca-certificates -type f").stdout.split() == []
+    dangling = host.run("find /etc/ssl/certs -xtype l").stdout.split()
+    assert not dangling, f"links to removed certificates: {dangling}"
     # The build host's own CAs (an intercepting proxy's) must not be trusted
     # by the image either; these tests run on that host.
     bundle = host.file("/etc/ssl/certs/ca-certificates.crt")
