@@ -39,6 +39,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, tier))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.e2e import qemu_background
+
+    qemu_background.start_if_collected(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.e2e import qemu_background
+
+    qemu_background.finish()
+
+
+@pytest.fixture(scope="session")
+def qemu_bakes() -> Any:
+    """The background qemu bakes (tests/e2e/qemu_background.py)."""
+    from tests.e2e import qemu_background
+
+    return qemu_background.started()
+
+
 @pytest.fixture(scope="session")
 def wb_prefix() -> Iterator[str]:
     """A prefix no other run uses; everything under it is removed at the end."""

@@ -1,4 +1,4 @@
-"""The qemu bakes start in the background as soon as collection ends.
+"""The qemu bakes of tests/e2e/test_bake_qemu.py, started in the background as soon as collection ends.
 
 A qcow2 bake under software emulation takes minutes of one CPU while the
 rest of the session mostly waits on the Docker engine, so the two overlap:
@@ -149,7 +149,8 @@ class QemuBakes:
 _bakes: QemuBakes | None = None
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+def start_if_collected(session: pytest.Session) -> None:
+    """From tests/conftest.py's pytest_collection_finish: start only when the qemu tests will run."""
     global _bakes
     if session.config.option.collectonly or not any(item.path.name == QEMU_MODULE for item in session.items):
         return
@@ -159,12 +160,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _bakes.start()
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def finish() -> None:
+    """From tests/conftest.py's pytest_sessionfinish: stop what still runs, remove everything."""
     if _bakes is not None:
         _bakes.finish()
 
 
-@pytest.fixture(scope="session")
-def qemu_bakes() -> QemuBakes:
+def started() -> QemuBakes:
     assert _bakes is not None, "the background qemu bakes start when test_bake_qemu.py is collected"
     return _bakes
