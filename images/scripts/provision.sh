@@ -76,8 +76,10 @@ finish() {
         # Their links (name and hash) now dangle: removing them is all that
         # `update-ca-certificates --fresh` would change in /etc/ssl/certs, and it
         # relinks every certificate to get there (80 s under qemu's emulation).
-        find /etc/ssl/certs -xtype l -delete
-        if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null; fi
+        if command -v update-ca-certificates >/dev/null; then
+            find /etc/ssl/certs -xtype l -delete
+            update-ca-certificates >/dev/null
+        fi
     fi
     if [ "${WB_BUILDER:-}" = qemu ]; then machine_finish; fi
     rm -rf "$BUILD" "$BUNDLE" /etc/salt /var/cache/salt /var/log/salt /var/run/salt /run/salt /srv/salt /srv/pillar
