@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import CommandFailed, ToolMissing
 
@@ -152,7 +153,7 @@ def stream(
                 on_line(line)
         returncode = proc.wait()
     except BaseException:
-        _interrupt(proc)
+        stop_group(proc, INTERRUPT_GRACE, signal.SIGINT)
         raise
     finally:
         _streaming.discard(proc)
@@ -177,17 +178,19 @@ def interrupt_streams() -> None:
                 os.killpg(proc.pid, signal.SIGINT)
 
 
-def _interrupt(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=INTERRUPT_GRACE)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+def stop_group(proc: subprocess.Popen[Any], grace: float, first: signal.Signals = signal.SIGTERM) -> int:
+    """Send `first` to the process group of `proc` (started in a session of its own),
+    then SIGKILL after `grace` seconds; its exit code."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, first)
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    return proc.wait()
 
 
 class Daemon:
@@ -219,16 +222,7 @@ class Daemon:
 
     def stop(self, grace: float = 10.0) -> int:
         """SIGTERM its process group, then SIGKILL after `grace` seconds; its exit code."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
-        return self.proc.wait()
+        return stop_group(self.proc, grace)
 
 
 def spawn(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -25,6 +24,7 @@ import pytest
 
 from tests.conftest import REPO, config_data, write_config
 from workbench import config as wb_config
+from workbench import run
 
 QEMU_MODULE = "test_bake_qemu.py"
 # One virtual CPU: the emulated machine takes one core, the session the other.
@@ -113,16 +113,7 @@ class QemuBakes:
     @staticmethod
     def _stop(proc: subprocess.Popen[str]) -> None:
         """SIGTERM first: the bake stops Packer, which stops its VM and removes its files."""
-        for sig, grace in ((signal.SIGTERM, 120), (signal.SIGKILL, 30)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        run.stop_group(proc, grace=120)
 
     def result(self, name: str) -> subprocess.CompletedProcess[str]:
         """Wait for the background bake `name` (the ones before it finish first)."""
