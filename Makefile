@@ -21,6 +21,7 @@ unit: setup
 	$(PY) -m pytest -q -m unit tests
 
 lint: setup
-	$(VENV)/bin/ruff check workbench fabfile.py tests bench
+	$(VENV)/bin/ruff check workbench fabfile.py tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 

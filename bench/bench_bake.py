@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import config_data, write_config  # noqa: E402
 
-from workbench import aptcache, bake, base, config, engine  # noqa: E402
+from workbench.build import aptcache, bake, base  # noqa: E402
+from workbench.core import config, engine  # noqa: E402
 
 
 def copy_checkout(dest: Path) -> None:

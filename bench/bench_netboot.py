@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench import config as wb_config  # noqa: E402
+from workbench.core import config as wb_config  # noqa: E402
 from workbench.netboot import artifacts, inventory, labtest  # noqa: E402
 
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import config_data, write_config  # noqa: E402
 
-from workbench import bake, base, config, engine, vmdisk  # noqa: E402
+from workbench.build import bake, base, vmdisk  # noqa: E402
+from workbench.core import config, engine  # noqa: E402
 
 
 def timed(cfg: config.Config, role: str, force: bool) -> tuple[float, bake.BakeResult]:

@@ -26,8 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workbench import bake, images, loadgen, release  # noqa: E402
-from workbench import config as wb_config  # noqa: E402
+from workbench.build import bake, images  # noqa: E402
+from workbench.core import config as wb_config  # noqa: E402
+from workbench.release import loadgen  # noqa: E402
+from workbench.release import releases as release  # noqa: E402
 
 FAB = str(REPO / ".venv/bin/fab")
 

@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import write_config  # noqa: E402
 
-from workbench import config as wb_config  # noqa: E402
-from workbench import engine, run  # noqa: E402
+from workbench.core import config as wb_config  # noqa: E402
+from workbench.core import engine, run  # noqa: E402
 
 SITE = "salt/app/files/nginx-site"
 MARK = "        proxy_read_timeout 30s;\n"

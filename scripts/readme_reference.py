@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workbench.config import reference_markdown  # noqa: E402
+from workbench.core.config import reference_markdown  # noqa: E402
 
 readme = Path(__file__).resolve().parents[1] / "README.md"
 text = readme.read_text()

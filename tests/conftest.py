@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workbench import config as wb_config  # noqa: E402
+from workbench.core import config as wb_config  # noqa: E402
 
 # Role tests (tests/roles) run against images, by the bake, never against this
 # machine; tests/e2e/sandbox_tree is a small checkout the sandbox tests copy. Not
@@ -66,7 +66,7 @@ def wb_prefix() -> Iterator[str]:
     prefix = kept or f"wbt-{secrets.token_hex(3)}"
     yield prefix
     if not kept:
-        from workbench import engine
+        from workbench.core import engine
 
         engine.remove_prefix(prefix)
 
@@ -141,7 +141,7 @@ def wb_cfg(wb_config_path: Path) -> wb_config.Config:
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     """Skip nothing: the engine is part of the test set-up (`make test` starts it)."""
-    from workbench import engine
+    from workbench.core import engine
 
     engine.client()
 
@@ -149,7 +149,7 @@ def docker_engine() -> None:
 @pytest.fixture(scope="session")
 def base_image(wb_cfg: wb_config.Config, docker_engine: None) -> Any:
     """The vanilla base, built once per session under the test prefix."""
-    from workbench import base
+    from workbench.build import base
 
     return base.build_base(wb_cfg)
 

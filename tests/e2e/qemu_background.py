@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, config_data, write_config
-from workbench import config as wb_config
-from workbench import run
+from workbench.core import config as wb_config
+from workbench.core import run
 
 QEMU_MODULE = "test_bake_qemu.py"
 # One virtual CPU: the emulated machine takes one core, the session the other.
@@ -131,7 +131,7 @@ class QemuBakes:
             self._stop(proc)
         if self.thread is not None:
             self.thread.join(timeout=300)
-        from workbench import engine
+        from workbench.core import engine
 
         engine.remove_prefix(self.prefix)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, config_data, fab, write_config
-from workbench import bake, config, engine, images
-from workbench.errors import BakeFailed, VerifyFailed
+from workbench.build import bake, images
+from workbench.core import config, engine
+from workbench.core.errors import BakeFailed, VerifyFailed
 
 SHIPPED = ["base", "app", "cache", "db"]
 
@@ -75,7 +76,7 @@ def test_image_carries_no_build_machinery(shipped: dict[str, bake.BakeResult]) -
     assert out.strip().splitlines()[-1] == "done"
     assert "LEFT" not in out, out
     # The host's build-only CA is not in the image's trust bundle.
-    from workbench import ca
+    from workbench.build import ca
 
     bundle = engine.client().containers.run(
         tag, ["cat", "/etc/ssl/certs/ca-certificates.crt"], entrypoint=[], remove=True
@@ -231,14 +232,14 @@ def test_keep_failed_keeps_named_leftovers_until_prune(tiny: config.Config) -> N
     assert len(kept) == 1 and kept[0].status == "running"
     # A later bake does not take it for an interrupted one.
     assert not [w for w in images.remove_stale(tiny) if "broken" in w]
-    pruned = images.prune(tiny, keep=1, role="broken")
+    pruned = images.prune(tiny, keep=1, released=set(), role="broken")
     assert any("-failed-broken-" in r for r in pruned.removed)
     assert_nothing_left(tiny, "broken")
 
 
 def record_release(cfg: config.Config, result: bake.BakeResult) -> None:
     """A real release record (engineer C's ledger) pointing at `result`'s image."""
-    from workbench import ledger
+    from workbench.release import ledger
 
     draft = ledger.Release(
         tag="", role=result.role, environment="sandbox", action="promote", status="released",
@@ -256,8 +257,9 @@ def test_versions_count_up_and_prune_spares_released(tiny: config.Config) -> Non
     third = bake.bake(tiny, ["good"], force=True)[0]
     assert (second.version, third.version) == (first.version + 1, first.version + 2)
     record_release(tiny, first)
-    pruned = images.prune(tiny, keep=1, role="good")
-    assert pruned.ledger_checked
+    from workbench.release import ledger
+
+    pruned = images.prune(tiny, keep=1, released=ledger.referenced_images(tiny), role="good")
     assert second.tag in pruned.removed and third.tag not in pruned.removed
     assert first.tag in pruned.kept_released
     assert engine.get_image(second.tag) is None

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import fab
 from tests.e2e.qemu_background import QemuBakes
-from workbench import config, disks, run
+from workbench.build import disks
+from workbench.core import config, run
 
 
 @pytest.fixture(scope="module")

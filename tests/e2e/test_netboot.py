@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import fab
 
-from workbench import config as wb_config
+from workbench.core import config as wb_config
 from workbench.netboot import netns, node
 
 

@@ -25,14 +25,14 @@ import pytest
 
 from tests.conftest import config_data, fab, write_config
 from tests.e2e.ops_support import ops_config_data
-from workbench import config as wb_config
-from workbench import engine
+from workbench.core import config as wb_config
+from workbench.core import engine
 
 
 @pytest.fixture(scope="module")
 def jumpbox_image(wb_prefix: str, wb_state: Path, docker_engine: None) -> str:
     """The jumpbox role baked and verified (its role tests pass) by the bake pipeline."""
-    from workbench import bake
+    from workbench.build import bake
 
     cfg = wb_config.load(write_config(wb_state / "ops-jumpbox-bake.toml", ops_config_data(wb_prefix, wb_state)))
     return bake.bake_role(cfg, "jumpbox").tag

@@ -24,8 +24,8 @@ import pytest
 
 from tests.conftest import config_data, write_config
 from tests.e2e.ops_support import ops_config_data
-from workbench import config as wb_config
-from workbench import engine, pools
+from workbench.core import config as wb_config
+from workbench.core import engine, pools
 
 # Run inside the app container with its own python3: only the rendered file says where things are.
 CHECK = r"""
@@ -56,7 +56,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def images(wb_prefix: str, wb_state: Path, docker_engine: None) -> dict[str, str]:
-    from workbench import bake
+    from workbench.build import bake
 
     data = ops_config_data(wb_prefix, wb_state)
     cfg = wb_config.load(write_config(wb_state / "ops-pools-bake.toml", data))
@@ -236,7 +236,8 @@ def test_promote_renders_the_pools_and_a_new_member_reaches_the_next_release(
     images: dict[str, str], wb_prefix: str, wb_state: Path
 ) -> None:
     """Through the real deploy (`release.promote`): pools are rendered when a release starts."""
-    from workbench import deploy, registry, release
+    from workbench.release import deploy, registry
+    from workbench.release import releases as release
 
     env_name = "opspools"
     state = wb_state / "ops-pools-release"

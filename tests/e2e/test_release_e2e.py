@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from conftest import config_data, fab, write_config
 
-from workbench import bake, deploy, engine, loadgen, registry
-from workbench import config as wb_config
+from workbench.build import bake
+from workbench.core import config as wb_config
+from workbench.core import engine
+from workbench.release import deploy, loadgen, registry
 
 
 def free_port() -> int:

@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from conftest import REPO, fab, write_config
 
-from workbench import config as wb_config
-from workbench import engine, sandbox, vagrant
-from workbench.errors import SandboxError
+from workbench.core import config as wb_config
+from workbench.core import engine
+from workbench.core.errors import SandboxError
+from workbench.sandbox import sandboxes as sandbox
+from workbench.sandbox import vagrant
 
 TREE = Path(__file__).parent / "sandbox_tree"
 FETCH = "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{}/').read().decode())\""

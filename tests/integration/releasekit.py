@@ -16,9 +16,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from workbench import engine, images, registry
-from workbench.config import Config
-from workbench.deploy import ENV_LABEL
+from workbench.build import images
+from workbench.core import engine
+from workbench.core.config import Config
+from workbench.release import registry
+from workbench.release.deploy import ENV_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,9 @@ from typing import Any
 
 from conftest import fab
 
-from workbench import base, engine
-from workbench.config import Config
+from workbench.build import base
+from workbench.core import engine
+from workbench.core.config import Config
 
 
 def run_in(image: str, *argv: str) -> str:

@@ -10,8 +10,8 @@ import tarfile
 import docker.errors
 import pytest
 
-from workbench import engine
-from workbench.errors import WorkbenchError
+from workbench.core import engine
+from workbench.core.errors import WorkbenchError
 
 
 def _tiny_image(prefix: str, name: str) -> str:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from conftest import config_data, fab, write_config
 
-from workbench import config as wb_config
-from workbench.errors import NetbootError
-from workbench.inputs import hash_inputs
+from workbench.core import config as wb_config
+from workbench.core.errors import NetbootError
+from workbench.core.inputs import hash_inputs
 from workbench.netboot import artifacts, inventory, netns, node, uplink
 
 REPO = Path(__file__).resolve().parents[2]

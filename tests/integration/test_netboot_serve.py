@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import config_data, fab, write_config
 
-from workbench import config as wb_config
-from workbench.errors import NetbootError
-from workbench.inputs import hash_inputs
+from workbench.core import config as wb_config
+from workbench.core.errors import NetbootError
+from workbench.core.inputs import hash_inputs
 from workbench.netboot import artifacts, httpserve, inventory, netns, node
 
 REPO = Path(__file__).resolve().parents[2]

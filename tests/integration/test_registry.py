@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import config_data, fab, write_config
 
-from workbench import config as wb_config
-from workbench import registry
-from workbench.errors import ReleaseError
+from workbench.core import config as wb_config
+from workbench.core.errors import ReleaseError
+from workbench.release import registry
 
 
 def free_port() -> int:

@@ -20,9 +20,11 @@ import pytest
 from conftest import REPO, config_data, fab, write_config
 from releasekit import clean_environments, free_port, make_app, make_frontend
 
-from workbench import config as wb_config
-from workbench import deploy, engine, ledger, loadgen, registry, release
-from workbench.errors import DeployFailed, ReleaseError
+from workbench.core import config as wb_config
+from workbench.core import engine
+from workbench.core.errors import DeployFailed, ReleaseError
+from workbench.release import deploy, ledger, loadgen, registry
+from workbench.release import releases as release
 
 
 class Env:

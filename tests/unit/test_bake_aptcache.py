@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench import aptcache, ca, config
+from workbench.build import aptcache, ca
+from workbench.core import config
 
 
 def make_config(tmp_path: Path, **cache: object) -> config.Config:

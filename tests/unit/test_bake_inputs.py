@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from workbench import bake, builders, config, images, salt
+from workbench.build import bake, builders, images, salt
+from workbench.core import config
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import packer, salt, verify
+from workbench.build import packer, salt, verify
 
 DATA = Path(__file__).parent / "data"
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from workbench import config as wb_config
-from workbench.errors import ConfigError
+from workbench.core import config as wb_config
+from workbench.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 PATH = REPO / "workbench.toml"

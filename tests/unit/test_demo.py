@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, config_data, write_config
 
-from workbench import config as wb_config
-from workbench import demo
-from workbench.errors import WorkbenchError
+from workbench.cli import demo
+from workbench.core import config as wb_config
+from workbench.core.errors import WorkbenchError
 
 
 def test_changed_checkout_is_a_copy_with_one_change(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import ledger as wb_ledger
-from workbench.errors import LedgerError, ReleaseError
-from workbench.ledger import Ledger, Release
+from workbench.core import config as wb_config
+from workbench.core.errors import LedgerError, ReleaseError
+from workbench.release import ledger as wb_ledger
+from workbench.release.ledger import Ledger, Release
 
 
 def draft(role: str = "app", environment: str = "staging", **changes: object) -> Release:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.errors import ConfigError
-from workbench.legacy_args import split_args, translate
+from workbench.cli.legacy_args import split_args, translate
+from workbench.core.errors import ConfigError
 
 TASKS = {
     "image.bake": (["role"], {"force", "all", "keep-failed"}, {"role", "force", "all", "keep-failed"}),

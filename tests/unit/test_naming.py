@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import naming
-from workbench.errors import ConfigError, HostNameError
+from workbench.core import config as wb_config
+from workbench.core import naming
+from workbench.core.errors import ConfigError, HostNameError
 
 
 @pytest.fixture(scope="module")

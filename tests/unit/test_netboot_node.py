@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import chroot
-from workbench import config as wb_config
-from workbench.errors import ConfigError, NetbootError
+from workbench.build import chroot
+from workbench.core import config as wb_config
+from workbench.core.errors import ConfigError, NetbootError
 from workbench.netboot import (
     artifacts,
     boot,

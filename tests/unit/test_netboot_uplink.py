@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import run
-from workbench.errors import CommandFailed, ConfigError, NetbootError
+from workbench.core import config as wb_config
+from workbench.core import run
+from workbench.core.errors import CommandFailed, ConfigError, NetbootError
 from workbench.netboot import dnsmasq, inventory, netns, node, uplink
 
 REPO = Path(__file__).resolve().parents[2]

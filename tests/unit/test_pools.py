@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import pools
-from workbench.errors import ConfigError
+from workbench.core import config as wb_config
+from workbench.core import pools
+from workbench.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from workbench import builders, config, disks, images, vm, vmdisk
-from workbench.aptcache import PackageCache
+from workbench.build import builders, disks, images, vm, vmdisk
+from workbench.build.aptcache import PackageCache
+from workbench.core import config
 
 
 def qemu_config(tmp_path: Path, **builder: object) -> config.Config:

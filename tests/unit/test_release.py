@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import deploy, ledger, registry, release, release_diff
-from workbench.errors import ConfigError, ReleaseError
-from workbench.ledger import Ledger, Release
+from workbench.core import config as wb_config
+from workbench.core.errors import ConfigError, ReleaseError
+from workbench.release import deploy, ledger, registry
+from workbench.release import diff as release_diff
+from workbench.release import releases as release
+from workbench.release.ledger import Ledger, Release
 
 DATA = Path(__file__).parent / "data"
 
@@ -192,6 +194,6 @@ def collection() -> object:
     ],
 )
 def test_optional_positional_tag(collection: object, argv: list[str], expected: list[str]) -> None:
-    from workbench.cli import _fill_optional_positionals
+    from workbench.cli.main import _fill_optional_positionals
 
     assert _fill_optional_positionals(argv, collection) == expected  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from workbench import run
+from workbench.core import run
 
 
 def _group(script: str) -> subprocess.Popen[str]:

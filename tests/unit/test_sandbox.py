@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import salt, sandbox, sandbox_image, sandbox_provision
-from workbench.errors import ConfigError, HostNameError
+from workbench.build import salt
+from workbench.core import config as wb_config
+from workbench.core.errors import ConfigError, HostNameError
+from workbench.sandbox import image as sandbox_image
+from workbench.sandbox import provision as sandbox_provision
+from workbench.sandbox import sandboxes as sandbox
 
 DATA = Path(__file__).parent / "data" / "sandbox"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import config as wb_config
-from workbench import sshconfig
-from workbench.errors import ConfigError
+from workbench.core import config as wb_config
+from workbench.core.errors import ConfigError
+from workbench.ops import sshconfig
 
 ROLES = """
 [workbench]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench import vagrant
+from workbench.sandbox import vagrant
 
 DATA = Path(__file__).parent / "data" / "vagrant"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import git
 
-from workbench import config as wb_config
-from workbench import hook, watch
-from workbench.errors import BakeFailed, ConfigError, WorkbenchError
-from workbench.gitrepo import Mirror, parse_ls_remote
+from workbench.core import config as wb_config
+from workbench.core.errors import BakeFailed, ConfigError, WorkbenchError
+from workbench.ops import hook, watch
+from workbench.ops.gitmirror import Mirror, parse_ls_remote
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import base, chroot, progress, run, salt
-from ..config import Config
-from ..errors import BuildFailed, CommandFailed, NetbootError
-from ..inputs import hash_inputs, hash_tree
-from . import image_files
+from workbench.build import base, chroot, salt
+from workbench.core import progress, run
+from workbench.core.config import Config
+from workbench.core.errors import BuildFailed, CommandFailed, NetbootError
+from workbench.core.inputs import hash_inputs, hash_tree
+from workbench.netboot import image_files
 
 # Bump when the recipe below changes, so old artifacts are not reused.
 RECIPE_VERSION = 1

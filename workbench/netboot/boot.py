@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .artifacts import LiveImage
-from .inventory import Inventory, Node
-from .nfs import PSEUDO
+from workbench.netboot.artifacts import LiveImage
+from workbench.netboot.inventory import Inventory, Node
+from workbench.netboot.nfs import PSEUDO
 
 MENU_TIMEOUT_MS = 10000
 

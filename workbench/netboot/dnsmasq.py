@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import run
-from ..errors import CommandFailed, NetbootError
-from .inventory import Inventory
+from workbench.core import run
+from workbench.core.errors import CommandFailed, NetbootError
+from workbench.netboot.inventory import Inventory
 
 # iPXE's first stage, by the client architecture it announces (DHCP option 93).
 LOADERS = {"bios": "undionly.kpxe", "efi64": "ipxe.efi", "efi-snp": "snponly.efi"}

@@ -21,8 +21,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .. import run
-from ..errors import NetbootError
+from workbench.core import run
+from workbench.core.errors import NetbootError
 
 READY = "httpserve: serving"
 PORT_IN_USE = "httpserve: address in use"
@@ -130,7 +130,7 @@ def serving(
     out = state / "http.out"
     out.unlink(missing_ok=True)
     with run.serving(
-        argv, log=out, cwd=Path(__file__).resolve().parents[2], ready=lambda d: _wait_ready(d, bind, port, timeout)
+        argv, log=out, cwd=state, ready=lambda d: _wait_ready(d, bind, port, timeout)
     ) as daemon:
         yield daemon
 

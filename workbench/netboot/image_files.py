@@ -1,8 +1,13 @@
-"""Files the live image gets beyond packages and states: the report-back unit."""
+"""Files the live image gets beyond packages and states: the report-back unit.
+
+They are real files beside this module (files/), shipped as package data, so that
+linters and tests read the report program like any other.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 
 # Runs once userspace is up. The name and role come from the kernel command line
@@ -13,121 +18,8 @@ from pathlib import Path
 # /run/net-<iface>.conf, e.g. `HOSTNAME='hv1'` and `DNSDOMAIN='lab.wpdn'`). The
 # report carries the interface's MAC, by which the node knows the machine whatever
 # address it got, and goes to `wb.report=URL`.
-REPORT_SCRIPT = r'''#!/usr/bin/python3
-"""Tell the networking node this live system is up: host name, role, uptime."""
-import glob
-import json
-import os
-import shlex
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
-
-def dhcp_name():
-    values = net_conf()
-    host, domain = values.get("HOSTNAME", ""), values.get("DNSDOMAIN", "")
-    if host and domain and "." not in host:
-        return f"{host}.{domain}"
-    return host
-
-
-def node_name(args):
-    """The name the node's iPXE script gave (wb.name=), else the one DHCP gave."""
-    return args.get("wb.name") or dhcp_name()
-
-
-def net_conf():
-    values = {}
-    for path in sorted(glob.glob("/run/net-*.conf")):
-        for line in open(path):
-            key, _, value = line.strip().partition("=")
-            values.setdefault(key, (shlex.split(value) or [""])[0])
-    return values
-
-
-def own_mac():
-    """The MAC of the interface the initramfs configured (DEVICE= in /run/net-*.conf)."""
-    try:
-        return open(f"/sys/class/net/{net_conf().get('DEVICE', '')}/address").read().strip()
-    except OSError:
-        return ""
-
-
-def persist(source, name, report):
-    """Mount the node's NFS export (wb.persist=SERVER:/persist) and leave a file on it."""
-    target = "/run/workbench/persist"
-    os.makedirs(target, exist_ok=True)
-    server = source.split(":", 1)[0]
-    # No mount.nfs helper in the image: the kernel takes the options as text itself.
-    own = net_conf().get("IPV4ADDR", "0.0.0.0")
-    options = f"vers=4.1,proto=tcp,soft,timeo=100,retrans=2,addr={server},clientaddr={own}"
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "nfs4", "-o", options, source, target], capture_output=True, text=True, timeout=60
-        )
-    except subprocess.TimeoutExpired:
-        return "mount failed: no answer from the NFS server in 60s"
-    if done.returncode != 0:
-        return "mount failed: " + (done.stderr or done.stdout).strip()
-    folder = os.path.join(target, name or "unknown")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "last-boot.json"), "w") as file:
-        json.dump(report, file, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    return os.path.join(name or "unknown", "last-boot.json")
-
-
-def main():
-    args = dict(a.split("=", 1) for a in open("/proc/cmdline").read().split() if "=" in a)
-    name = node_name(args)
-    if name:
-        socket.sethostname(name.split(".")[0])
-    report = {
-        "name": name,
-        "mac": own_mac(),
-        "role": args.get("wb.role", ""),
-        "image_role": open("/etc/workbench/role").read().strip(),
-        "uptime": float(open("/proc/uptime").read().split()[0]),
-    }
-    if args.get("wb.persist"):
-        report["persisted"] = persist(args["wb.persist"], name, dict(report))
-    line = "workbench-report: " + json.dumps(report, sort_keys=True)
-    with open("/dev/console", "w") as console:
-        console.write(line + "\n")
-    url = args.get("wb.report")
-    if not url:
-        return 0
-    body = json.dumps(report).encode()
-    for _ in range(30):
-        try:
-            request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-            urllib.request.urlopen(request, timeout=5).read()
-            return 0
-        except OSError as exc:
-            print(f"report to {url} failed: {exc}; retrying", file=sys.stderr)
-            time.sleep(2)
-    return 1
-
-
-sys.exit(main())
-'''
-
-REPORT_UNIT = """[Unit]
-Description=Report this live node to the networking node
-After=network.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/workbench-report
-StandardOutput=journal+console
-
-[Install]
-WantedBy=multi-user.target
-"""
+REPORT_SCRIPT = resources.files(__package__).joinpath("files/workbench-report.py").read_text()
+REPORT_UNIT = resources.files(__package__).joinpath("files/workbench-report.service").read_text()
 
 
 def digest() -> str:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import naming
-from ..config import Config
-from ..errors import ConfigError
+from workbench.core import naming
+from workbench.core.config import Config
+from workbench.core.errors import ConfigError
 
 DEFAULT_PATH = "netboot/inventory.toml"
 MODES = ("full", "proxy")

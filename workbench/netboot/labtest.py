@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import progress, run
-from ..config import Config
-from ..errors import ConfigError, NetbootError
-from . import dnsmasq, netns, node, qemu, router, timeline
-from .artifacts import build_live
-from .inventory import Inventory, Node
+from workbench.core import progress, run
+from workbench.core.config import Config
+from workbench.core.errors import ConfigError, NetbootError
+from workbench.netboot import dnsmasq, netns, node, qemu, router, timeline
+from workbench.netboot.artifacts import build_live
+from workbench.netboot.inventory import Inventory, Node
 
 TAP = "nbtap0"
 

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import run
-from ..errors import CommandFailed, NetbootError
+from workbench.core import run
+from workbench.core.errors import CommandFailed, NetbootError
 
 BRIDGE = "nb0"
 # Unique local addresses, never routed anywhere.

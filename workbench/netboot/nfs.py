@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import run
-from ..errors import NetbootError
+from workbench.core import run
+from workbench.core.errors import NetbootError
 
 PSEUDO = "/persist"
 READY = "NFS SERVER INITIALIZED"

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import progress
-from ..config import Config
-from ..errors import NetbootError
-from . import boot, dnsmasq, httpserve, netns, nfs, uplink
-from .artifacts import LiveImage, require_live
-from .inventory import Inventory
+from workbench.core import progress
+from workbench.core.config import Config
+from workbench.core.errors import NetbootError
+from workbench.netboot import boot, dnsmasq, httpserve, netns, nfs, uplink
+from workbench.netboot.artifacts import LiveImage, require_live
+from workbench.netboot.inventory import Inventory
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import run
-from ..errors import NetbootError
+from workbench.core import run
+from workbench.core.errors import NetbootError
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import run
-from ..errors import ConfigError
-from . import dnsmasq, netns
-from .inventory import Inventory
+from workbench.core import run
+from workbench.core.errors import ConfigError
+from workbench.netboot import dnsmasq, netns
+from workbench.netboot.inventory import Inventory
 
 POOL_SIZE = 50
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import dnsmasq, httpserve
-from .inventory import Inventory, Node
+from workbench.netboot import dnsmasq, httpserve
+from workbench.netboot.inventory import Inventory, Node
 
 # The node's dnsmasq log, and the lab test's stand-in router's (router.py) if there is one.
 DHCP_LOGS = ("dnsmasq.log", "router/router.log")

@@ -24,10 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import run
-from ..errors import CommandFailed, ConfigError, NetbootError
-from . import netns
-from .inventory import IFNAME
+from workbench.core import run
+from workbench.core.errors import CommandFailed, ConfigError, NetbootError
+from workbench.netboot import netns
+from workbench.netboot.inventory import IFNAME
 
 # The macvlan's name inside the node's namespace.
 LINK = "nbup0"

@@ -1,0 +1,103 @@
+"""The `fab` command: Fabric's own program, plus the Fabric 1 argument form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric import Config, Executor
+from fabric.main import Fab
+from invoke.collection import Collection
+
+from workbench.cli import legacy_args
+from workbench.core.errors import WorkbenchError
+
+
+def _lookup(collection: Collection) -> legacy_args.TaskLookup:
+    def shape(name: str) -> tuple[list[str], set[str], set[str]] | None:
+        try:
+            task = collection[name]
+        except (KeyError, ValueError):
+            return None
+        args = task.get_arguments()
+        positional = [a.name for a in args if a.positional]
+        booleans = {a.name for a in args if a.kind is bool}
+        flags = {a.name for a in args}
+        return positional, booleans, flags
+
+    return shape
+
+
+def _fill_optional_positionals(argv: list[str], collection: Collection) -> list[str]:
+    """Let a task's positional parameter that has a default be left out.
+
+    Invoke fills a positional parameter from a bare word only while it has no
+    value, and a default counts as a value; so for `positional=["tag"]` with
+    `tag=""` the bare word is handed over as its flag instead:
+    `release.rollback app-12` -> `release.rollback --tag=app-12`, while
+    `release.rollback --env staging --role app` runs with the default.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        task = None if word.startswith("-") else _task(collection, word)
+        out.append(word)
+        i += 1
+        if task is None:
+            continue
+        args = task.get_arguments()
+        positional = [a for a in args if a.positional]
+        valued = {f"-{'-' if len(n) > 1 else ''}{n}" for a in args if a.kind is not bool for n in a.names}
+        bare = 0
+        while i < len(argv) and (argv[i].startswith("-") or _task(collection, argv[i]) is None):
+            word = argv[i]
+            i += 1
+            if word.startswith("-"):
+                out.append(word)
+                if word in valued and i < len(argv):
+                    out.append(argv[i])
+                    i += 1
+                continue
+            if bare < len(positional) and positional[bare].default is not None:
+                out.append(f"--{positional[bare].name.replace('_', '-')}={word}")
+            else:
+                out.append(word)
+            bare += 1
+    return out
+
+
+def _task(collection: Collection, name: str) -> Any:
+    try:
+        return collection[name]
+    except (KeyError, ValueError):
+        return None
+
+
+class WorkbenchFab(Fab):
+    def parse_tasks(self) -> None:
+        # The collection is loaded by now, so the Fabric 1 form can be mapped
+        # with full knowledge of each task's parameters.
+        try:
+            self.core.unparsed = legacy_args.translate(list(self.core.unparsed), _lookup(self.collection))
+            self.core.unparsed = _fill_optional_positionals(self.core.unparsed, self.collection)
+        except WorkbenchError as exc:
+            from invoke.exceptions import Exit
+
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        super().parse_tasks()
+
+
+def make_program() -> WorkbenchFab:
+    import fabric
+
+    from workbench.cli.tasks import ns
+
+    # The tasks ship inside the package, so `fab` works from any directory
+    # (the configuration is still found from the current directory up).
+    return WorkbenchFab(
+        name="Fabric", version=fabric.__version__, namespace=ns, executor_class=Executor, config_class=Config
+    )
+
+
+def main() -> None:
+    make_program().run()

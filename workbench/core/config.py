@@ -1,0 +1,541 @@
+"""The workbench's configuration: `workbench.toml`, read into frozen dataclasses.
+
+The dataclasses below *are* the table of settings: each field has a type, a
+default and a help text (in its metadata). The loader checks a file against
+them, and `reference_markdown()` renders the README's configuration reference
+from them, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.core.errors import ConfigError
+
+CONFIG_FILE = "workbench.toml"
+ENV_CONFIG = "WORKBENCH_CONFIG"
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
+VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+    """A field of the settings table: its default, its help text, its allowed values."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict, tuple)):
+        frozen = tuple(default) if isinstance(default, list) else default
+        return field(default_factory=lambda: frozen, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class WorkbenchSettings:
+    """`[workbench]`: names and places."""
+
+    prefix: str = setting(
+        "workbench",
+        "Prefix of every image, container, network and volume the tool creates.",
+    )
+    state_dir: str = setting(
+        ".workbench",
+        "Where builds, the ledger, registry data and logs live (relative to the checkout).",
+    )
+    checkout: str = setting(
+        "", "The checkout holding salt/, images/ and tests/ (default: the directory of this file)."
+    )
+    domain: str = setting("wpdn", "Naming domain: hosts are `<role>[-<variant>].<environment>.<domain>`.")
+    default_role: str = setting("app", "Role used when a task is given none (`fab sandbox.up`).")
+    common_states: tuple[str, ...] = setting(
+        ["base"], "Salt states applied to every role before its own (the users' basesystem)."
+    )
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """`[base]`: the vanilla base image every role starts from."""
+
+    distribution: str = setting("debian", "Distribution of the base.", choices=("debian",))
+    suite: str = setting("bookworm", "Distribution release debootstrap installs.")
+    mirror: str = setting("http://deb.debian.org/debian", "Package mirror for the base and for bakes.")
+    security_mirror: str = setting(
+        "http://deb.debian.org/debian-security", "Mirror of security updates, written into the image's sources."
+    )
+    variant: str = setting(
+        "minbase", "debootstrap variant.", choices=("minbase", "buildd", "fakechroot", "standard")
+    )
+    packages: tuple[str, ...] = setting(
+        [], "Extra packages in the base, beyond python3 (which masterless Salt needs)."
+    )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """`[cache]`: the local package cache bakes fetch through (apt-cacher-ng)."""
+
+    enabled: bool = setting(True, "Fetch packages through the local cache.")
+    port: int = setting(3142, "Port of the cache on the Docker bridge gateway and loopback.")
+    upstream: str = setting("", "Mirror the cache fetches from (default: `[base] mirror`).")
+    offline: bool = setting(False, "Serve only what the cache holds, never contacting the mirror.")
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """`[registry]`: where released images are pushed."""
+
+    host: str = setting("127.0.0.1", "Address the local registry listens on (loopback).")
+    port: int = setting(5000, "Port of the local registry.")
+
+
+@dataclass(frozen=True)
+class BuilderSettings:
+    """`[builder]`: how role images are baked."""
+
+    type: str = setting("docker", "Packer builder: a container image, or a qcow2 disk.", choices=("docker", "qemu"))
+    parallel: int = setting(0, "Bakes run at once by `image.bake --all` (0: one per core).")
+    accelerator: str = setting(
+        "tcg", "qemu builder: `tcg` (software emulation) or `kvm` (needs a usable /dev/kvm).", choices=("tcg", "kvm")
+    )
+    memory: int = setting(1024, "qemu builder: the build and test VMs' memory, in MiB.")
+    cpus: int = setting(2, "qemu builder: the build and test VMs' virtual CPUs.")
+    disk_size: int = setting(4096, "qemu builder: size of the qcow2 disk, in MiB (a 128 MiB /boot, the rest root).")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """`[environments.<name>]`: a place releases are promoted to."""
+
+    name: str
+    frontend_port: int = setting(0, "Loopback port of the environment's nginx frontend (0: none).")
+    frontend_role: str = setting("app", "Role the frontend sends requests to (`/` and below).")
+    retention: int = setting(10, "Releases per role kept rollback-able.")
+    variables: dict[str, str] = setting({}, "Settings given to containers at deploy time (environment).")
+
+
+@dataclass(frozen=True)
+class Role:
+    """`[roles.<name>]`: what a role image holds, and how it is checked."""
+
+    name: str
+    description: str = setting("", "One line on what the role is for.")
+    states: tuple[str, ...] = setting([], "The role's Salt states (default: the role's name).")
+    tests: str = setting("", "testinfra file (default: tests/roles/test_<role>.py).")
+    ports: tuple[int, ...] = setting([], "Ports the role serves on.")
+    health: str = setting("", "HTTP path answering 200 when healthy, on the first port (empty: none).")
+    command: tuple[str, ...] = setting(
+        ["/usr/local/sbin/workbench-init"],
+        "The image's command. The default, from the base state, runs monit in the foreground, "
+        "which starts and supervises the role's services.",
+    )
+    aliases: tuple[str, ...] = setting([], "Other names for the role in host names (`hv` for hypervisor).")
+    formulas: tuple[str, ...] = setting([], "Extra state roots (formula directories) for this role.")
+    idempotence_exempt: tuple[str, ...] = setting(
+        [], "State IDs allowed to report changes on the second run."
+    )
+
+    @property
+    def state_list(self) -> tuple[str, ...]:
+        return self.states or (self.name,)
+
+    @property
+    def tests_path(self) -> str:
+        return self.tests or f"tests/roles/test_{self.name}.py"
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """`[watch]`: `fab watch` bakes the roles a new commit changed."""
+
+    repository: str = setting("", "Git repository to watch: a path or a URL (default: the checkout itself).")
+    branch: str = setting("master", "Branch whose new commits fire events.")
+    interval: int = setting(30, "Seconds between two looks at the branch (the HTTP hook fires one at once).")
+    roles: tuple[str, ...] = setting([], "Roles baked when a commit changes their inputs (default: every role).")
+    promote: str = setting("", "Environment freshly baked roles are promoted to (empty: bake only).")
+    hook_port: int = setting(8765, "Loopback port of the HTTP hook; `POST /hook` fires an event (0: no hook).")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """`[pools.<name>]`: hosts of one role that other roles are configured to use."""
+
+    name: str
+    role: str = setting("", "The role its members run (e.g. db, cache).")
+    port: int = setting(0, "Port its members serve on (0: the role's first port).")
+    used_by: tuple[str, ...] = setting([], "Roles whose configuration is rendered from this pool at deploy time.")
+    environments: tuple[str, ...] = setting([], "Environments the pool belongs to (default: every one).")
+    members: tuple[dict[str, str], ...] = setting(
+        [], "Its hosts: `{ name = \"db1\", private = \"10.0.0.5\", public = \"203.0.113.5\" }` (public optional)."
+    )
+    variables: dict[str, str] = setting({}, "Settings handed to its users with the addresses (database name, user...).")
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """`[sandbox]`: the Vagrant sandboxes where states are tried before a bake (`fab sandbox.up`)."""
+
+    provider: str = setting(
+        "docker",
+        "Vagrant provider of new sandboxes (`--provider` overrides): a container from the base image, "
+        "or a VM from `box`.",
+        choices=("docker", "libvirt", "virtualbox"),
+    )
+    box: str = setting(
+        "debian/bookworm64",
+        "Vagrant box of VM sandboxes (libvirt, virtualbox); add it first with `vagrant box add`, "
+        "nothing is downloaded.",
+    )
+    memory: int = setting(1024, "MiB of memory of a VM sandbox.")
+    cpus: int = setting(1, "Virtual CPUs of a VM sandbox.")
+    salt_dir: str = setting("/srv/salt", "Where the checkout's salt/ tree is shared, read-only, inside a sandbox.")
+    ready_timeout: int = setting(90, "Seconds a sandbox's services get to answer on the role's ports.")
+    image_only_tests: tuple[str, ...] = setting(
+        ["test_no_build_machinery", "test_no_package_caches", "test_no_build_host_ca"],
+        "Role tests that check the baked artifact (no Salt, no apt caches left), not what the states do: "
+        "`sandbox.test` leaves them out, since a sandbox keeps Salt and caches to provision again.",
+    )
+
+
+DEFAULT_ENVIRONMENTS = ("sandbox", "staging", "production")
+
+_SECTIONS: dict[str, type] = {
+    "workbench": WorkbenchSettings,
+    "base": BaseSettings,
+    "cache": CacheSettings,
+    "registry": RegistrySettings,
+    "builder": BuilderSettings,
+    "watch": WatchSettings,
+    "sandbox": SandboxSettings,
+}
+_TABLES: dict[str, type] = {"environments": Environment, "roles": Role, "pools": Pool}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, validated."""
+
+    path: Path
+    workbench: WorkbenchSettings
+    base: BaseSettings
+    cache: CacheSettings
+    registry: RegistrySettings
+    builder: BuilderSettings
+    environments: Mapping[str, Environment]
+    roles: Mapping[str, Role]
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    pools: Mapping[str, Pool] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The checkout: relative paths in the file are relative to it."""
+        return (self.path.parent / self.workbench.checkout).resolve()
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.root / self.workbench.state_dir).resolve()
+
+    @property
+    def prefix(self) -> str:
+        return self.workbench.prefix
+
+    def role(self, name: str) -> Role:
+        """The role called `name` (or one of its aliases)."""
+        for role in self.roles.values():
+            if name == role.name or name in role.aliases:
+                return role
+        known = ", ".join(sorted(self.roles)) or "none"
+        raise ConfigError(
+            f"unknown role {name!r}: {self.path} defines {known} (add a [roles.{name}] table to define it)"
+        )
+
+    def environment(self, name: str) -> Environment:
+        if name not in self.environments:
+            known = ", ".join(self.environments)
+            raise ConfigError(
+                f"unknown environment {name!r}: {self.path} defines {known} "
+                f"(add an [environments.{name}] table to define it)"
+            )
+        return self.environments[name]
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def find_config(start: Path | None = None) -> Path:
+    """`$WORKBENCH_CONFIG`, or the nearest `workbench.toml` from `start` upwards."""
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_FILE} in {here} or above: run from the checkout, or set {ENV_CONFIG}=/path/to/{CONFIG_FILE}"
+    )
+
+
+def load(path: Path | None = None) -> Config:
+    """Read and validate a configuration file; every problem in it is reported at once."""
+    path = (path or find_config()).resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: Mapping[str, Any], path: Path) -> Config:
+    problems: list[str] = []
+    sections: dict[str, Any] = {}  # section name -> its settings object
+    for key in data:
+        if key not in _SECTIONS and key not in _TABLES:
+            problems.append(f"unknown section [{key}]: expected one of {', '.join([*_SECTIONS, *_TABLES])}")
+    for key, cls in _SECTIONS.items():
+        raw = data.get(key, {})
+        if not isinstance(raw, dict):
+            problems.append(f"[{key}] must be a table, not {_type_name(raw)}")
+            raw = {}
+        sections[key] = _build(cls, raw, f"[{key}]", problems)
+    tables: dict[str, Any] = {}  # table name -> {entry name -> its object}
+    for key, cls in _TABLES.items():
+        raw = data.get(key)
+        if raw is None:
+            raw = {name: {} for name in DEFAULT_ENVIRONMENTS} if key == "environments" else {}
+        if not isinstance(raw, dict):
+            problems.append(f"[{key}] must be a table of tables, not {_type_name(raw)}")
+            raw = {}
+        built: dict[str, Any] = {}
+        for name, body in raw.items():
+            where = f"[{key}.{name}]"
+            if not NAME_RE.match(name):
+                problems.append(f"{where}: name {name!r} must be lower-case letters and digits, starting with a letter")
+            if not isinstance(body, dict):
+                problems.append(f"{where} must be a table, not {_type_name(body)}")
+                continue
+            built[name] = _build(cls, {**body, "name": name}, where, problems)
+        tables[key] = built
+    config = Config(path=path, **sections, **tables)
+    problems.extend(_cross_checks(config))
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problem(s):\n{listing}")
+    return config
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            allowed = ", ".join(k for k in fields if k != "name")
+            problems.append(f"{where}: unknown key {key!r}: expected one of {allowed}")
+            continue
+        error = _check_type(value, hints[key])
+        if error:
+            problems.append(f"{where} {key} = {value!r}: {error}")
+            continue
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            problems.append(f"{where} {key} = {value!r}: must be one of {', '.join(choices)}")
+            continue
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any) -> str | None:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"expected an integer, got {_type_name(value)}"
+    if hint is str:
+        return None if isinstance(value, str) else f"expected a string, got {_type_name(value)}"
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return f"expected a list, got {_type_name(value)}"
+        for element in value:
+            error = _check_type(element, item)
+            if error:
+                return f"in the list: {error}"
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"expected a table, got {_type_name(value)}"
+        for k, v in value.items():
+            if not isinstance(v, str):
+                return f"value of {k!r}: expected a string, got {_type_name(v)}"
+        return None
+    raise TypeError(f"no check for {hint}")
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems: list[str] = []
+    wb = config.workbench
+    if not re.match(r"^[a-z0-9][a-z0-9_.-]*$", wb.prefix):
+        problems.append(f"[workbench] prefix = {wb.prefix!r}: use lower-case letters, digits, '.', '_' or '-'")
+    if not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", wb.domain):
+        problems.append(f"[workbench] domain = {wb.domain!r}: must be a DNS domain (labels of a-z, 0-9, '-')")
+    if config.roles and wb.default_role not in config.roles:
+        problems.append(
+            f"[workbench] default_role = {wb.default_role!r}: no such role (roles: {', '.join(config.roles)})"
+        )
+    names: dict[str, str] = {}
+    for role in config.roles.values():
+        for alias in (role.name, *role.aliases):
+            if not NAME_RE.match(alias):
+                problems.append(f"[roles.{role.name}] aliases: {alias!r} must be lower-case letters and digits")
+            if alias in names and names[alias] != role.name:
+                problems.append(f"[roles.{role.name}] aliases: {alias!r} already names role {names[alias]!r}")
+            names[alias] = role.name
+        for port in role.ports:
+            if not 0 < port < 65536:
+                problems.append(f"[roles.{role.name}] ports: {port} is not a TCP port (1-65535)")
+        if role.health and not role.health.startswith("/"):
+            problems.append(f"[roles.{role.name}] health = {role.health!r}: must be an HTTP path starting with '/'")
+        if role.health and not role.ports:
+            problems.append(f"[roles.{role.name}] health is set but ports is empty: the check needs a port")
+        tests = config.root / role.tests_path
+        if not tests.is_file():
+            problems.append(f"[roles.{role.name}] tests = {role.tests_path!r}: no such file under {config.root}")
+        for formula in role.formulas:
+            if not (config.root / formula).is_dir():
+                problems.append(f"[roles.{role.name}] formulas: {formula!r} is not a directory under {config.root}")
+    for env in config.environments.values():
+        if env.frontend_port and not 0 < env.frontend_port < 65536:
+            problems.append(f"[environments.{env.name}] frontend_port = {env.frontend_port}: not a TCP port")
+        if env.frontend_port and config.roles and env.frontend_role not in config.roles:
+            problems.append(
+                f"[environments.{env.name}] frontend_role = {env.frontend_role!r}: no such role "
+                f"(roles: {', '.join(config.roles)})"
+            )
+        if env.retention < 1:
+            problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
+        for var in env.variables:
+            if not VARIABLE_RE.match(var):
+                problems.append(f"[environments.{env.name}] variables: {var!r} is not an environment variable name")
+    builder = config.builder
+    if builder.memory < 256:
+        problems.append(f"[builder] memory = {builder.memory}: give the VM at least 256 (MiB)")
+    if builder.cpus < 1:
+        problems.append(f"[builder] cpus = {builder.cpus}: give the VM at least 1")
+    if builder.disk_size < 1024:
+        problems.append(f"[builder] disk_size = {builder.disk_size}: at least 1024 (MiB) holds a kernel and a base")
+    for port_name, port in (("cache", config.cache.port), ("registry", config.registry.port)):
+        if not 0 < port < 65536:
+            problems.append(f"[{port_name}] port = {port}: not a TCP port")
+    problems.extend(_operations_checks(config))
+    return problems
+
+
+def _operations_checks(config: Config) -> list[str]:
+    """[watch] and [pools.*]: every role and environment they name exists."""
+    problems: list[str] = []
+    watch = config.watch
+    roles = ", ".join(sorted(config.roles)) or "none"
+    for name in watch.roles:
+        if name not in config.roles:
+            problems.append(f"[watch] roles: unknown role {name!r} (roles: {roles})")
+    if watch.promote and watch.promote not in config.environments:
+        problems.append(
+            f"[watch] promote = {watch.promote!r}: no such environment ({', '.join(config.environments)})"
+        )
+    if watch.interval < 1:
+        problems.append(f"[watch] interval = {watch.interval}: wait at least 1 second between looks")
+    if not 0 <= watch.hook_port < 65536:
+        problems.append(f"[watch] hook_port = {watch.hook_port}: not a TCP port (0 turns the hook off)")
+    if not watch.branch.strip() or " " in watch.branch:
+        problems.append(f"[watch] branch = {watch.branch!r}: not a branch name")
+    for pool in config.pools.values():
+        where = f"[pools.{pool.name}]"
+        if not pool.role:
+            problems.append(f"{where}: role is missing: name the role its members run (roles: {roles})")
+        elif pool.role not in config.roles:
+            problems.append(f"{where} role = {pool.role!r}: unknown role (roles: {roles}; add [roles.{pool.role}])")
+        for user in pool.used_by:
+            if user not in config.roles:
+                problems.append(f"{where} used_by: unknown role {user!r} (roles: {roles})")
+        for env in pool.environments:
+            if env not in config.environments:
+                problems.append(f"{where} environments: unknown environment {env!r}")
+        if not 0 <= pool.port < 65536:
+            problems.append(f"{where} port = {pool.port}: not a TCP port")
+        seen: set[str] = set()
+        for index, member in enumerate(pool.members):
+            at = f"{where} members[{index}]"
+            unknown = sorted(set(member) - {"name", "private", "public", "ssh_port"})
+            if unknown:
+                problems.append(f"{at}: unknown key {unknown[0]!r}: expected name, private, public, ssh_port")
+            for key in ("name", "private"):
+                if not member.get(key):
+                    problems.append(f"{at}: {key} is missing (each member needs a name and a private address)")
+            if member.get("name") in seen:
+                problems.append(f"{at}: name {member['name']!r} appears twice in the pool")
+            seen.add(member.get("name", ""))
+            if member.get("ssh_port") and not member["ssh_port"].isdigit():
+                problems.append(f"{at} ssh_port = {member['ssh_port']!r}: not a port number")
+    return problems
+
+
+# --- reference -----------------------------------------------------------------
+
+
+def reference_markdown() -> str:
+    """The configuration reference for the README, from the settings table."""
+    out: list[str] = []
+    for title, cls in [*_SECTIONS.items(), *(((f"{k}.<name>"), c) for k, c in _TABLES.items())]:
+        out.append(f"#### `[{title}]`\n")
+        doc = (cls.__doc__ or "").split(":", 1)[-1].strip()
+        out.append(f"{doc[:1].upper()}{doc[1:]}\n")
+        out.append("| key | type | default | meaning |")
+        out.append("| --- | --- | --- | --- |")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "name":
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+            meaning = f.metadata["help"]
+            if f.metadata.get("choices"):
+                meaning += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+            out.append(f"| `{f.name}` | {_hint_name(hints[f.name])} | `{_toml(default)}` | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"list of {_hint_name(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is dict:
+        return "table of string"
+    return {str: "string", int: "integer", bool: "boolean"}[hint]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{}" if not value else "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return str(value)

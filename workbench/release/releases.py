@@ -1,0 +1,391 @@
+"""Releases: promote a verified image into an environment, roll back by tag, read the ledger.
+
+A promote or rollback is one sequence, each step recorded in the ledger's intent
+before the next begins:
+
+    allocated  tag taken (app-12), nothing changed yet
+    pushed     image in the registry as <repo>:app-12, referred to by digest
+    started    new container running beside the old one
+    switched   the frontend sends requests to the new container
+
+then the old container stops and the final record replaces the intent in one
+transaction. A command that finds an intent left by a killed process (its lock
+is free) recovers it before doing anything else: up to `started` it undoes the
+promote (new container removed, frontend pointed back at the release the ledger
+names, record `aborted`); after `switched` it finishes it (old container
+stopped, record `released`). Either way the environment serves what the ledger
+says it serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from workbench.core import engine, progress
+from workbench.core.config import Config, Environment, Role
+from workbench.core.errors import ConfigError, DeployFailed, ReleaseError
+from workbench.release import deploy, ledger, registry
+from workbench.release.deploy import DockerTarget, Plan
+from workbench.release.ledger import ABORTED, FAILED, PROMOTE, RELEASED, ROLLBACK, Intent, Ledger, Release
+
+# Test hook: stop for a while after a step, so a test can kill -9 us there.
+PAUSE_ENV = "WORKBENCH_PAUSE_AT"
+PAUSE_SECONDS_ENV = "WORKBENCH_PAUSE_SECONDS"
+
+
+def _pause(step: str) -> None:
+    if os.environ.get(PAUSE_ENV) == step:
+        progress.detail(f"paused after {step} ({PAUSE_ENV})")
+        time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "300")))
+
+
+# --- promote and rollback ----------------------------------------------------
+
+
+def promote(
+    config: Config,
+    role: str,
+    env: str,
+    version: int | None = None,
+    message: str = "",
+    target: DockerTarget | None = None,
+) -> Release:
+    """Put the role's newest verified image (or `version`) into environment `env`; the new record.
+
+    `promote(config, "app", "staging", message="new login page").tag == "app-12"`
+    """
+    role_cfg = config.role(role)
+    environment = config.environment(env)
+    image_id = deploy.newest_verified(config, role_cfg.name, version)
+    labels = _labels(image_id)
+    target = target or DockerTarget(config)
+    with ledger.opened(config) as led, _exclusive(config, led, target, environment, role_cfg) as current:
+        draft = _draft(config, role_cfg, environment, PROMOTE, image_id, labels, current, message)
+        return _carry_out(config, led, target, draft)
+
+
+def rollback(
+    config: Config,
+    tag: str | None = None,
+    env: str | None = None,
+    role: str | None = None,
+    message: str = "",
+    target: DockerTarget | None = None,
+) -> Release:
+    """Put release `tag`'s digest back (or, with `env` and `role`, the promote before the current one).
+
+    `rollback(config, "app-11")` or `rollback(config, env="staging", role="app")`
+    """
+    environment = env
+    if tag:
+        ledger.parse_tag(tag)
+    elif not (environment and role):
+        raise ConfigError("rollback needs a release tag (app-12), or --env and --role to go back one release")
+    target = target or DockerTarget(config)
+    with ledger.opened(config) as led:
+        wanted = _rollback_target(led, tag, environment, role) if tag else None
+        where = config.environment(wanted.environment if wanted else environment or "")
+        role_cfg = config.role(wanted.role if wanted else role or "")
+        with _exclusive(config, led, target, where, role_cfg) as current:
+            if wanted is None:
+                wanted = _previous(led, where.name, role_cfg.name, current)
+            if current is not None and current.image_id == wanted.image_id:
+                raise ReleaseError(f"{wanted.tag}'s image already serves {role_cfg.name} in {where.name} "
+                                   f"(as {current.tag}): nothing to roll back")
+            image_id = _image_of(config, wanted)
+            draft = _draft(config, role_cfg, where, ROLLBACK, image_id, _labels(image_id), current,
+                           message or f"rollback to {wanted.tag}")
+            draft = dataclasses.replace(draft, rollback_of=wanted.tag, version=wanted.version, image=wanted.image)
+            return _carry_out(config, led, target, draft)
+
+
+@contextmanager
+def _exclusive(
+    config: Config, led: Ledger, target: DockerTarget, env: Environment, role: Role
+) -> Iterator[Release | None]:
+    """Hold the environment+role lock, recover what a killed command left, yield the current release."""
+    with ledger.locked(config, env.name, role.name):
+        for intent in led.intents(env.name, role.name):
+            _recover(config, led, target, intent)
+        yield led.current(env.name, role.name)
+
+
+def _labels(image_id: str) -> dict[str, str]:
+    image = engine.get_image(image_id)
+    if image is None:
+        raise ReleaseError(f"image {image_id[:19]} vanished from the local engine")
+    return dict(image.labels or {})
+
+
+def _draft(
+    config: Config,
+    role: Role,
+    env: Environment,
+    action: str,
+    image_id: str,
+    labels: dict[str, str],
+    current: Release | None,
+    message: str,
+) -> Release:
+    version = int(labels.get("workbench.version", "0") or 0)
+    return Release(
+        tag="",
+        role=role.name,
+        environment=env.name,
+        action=action,
+        status=RELEASED,
+        version=version,
+        image=f"{config.prefix}/{role.name}:{version}",
+        image_id=image_id,
+        digest="",
+        repository=f"{config.registry.host}:{config.registry.port}/{config.prefix}/{role.name}",
+        inputs=labels.get(engine.INPUTS_LABEL, ""),
+        verify=labels.get("workbench.verify", ""),
+        replaces=current.tag if current else None,
+        rollback_of=None,
+        who=ledger.who(),
+        at=ledger.now(),
+        message=message,
+    )
+
+
+def _carry_out(config: Config, led: Ledger, target: DockerTarget, draft: Release) -> Release:
+    """Push, start, check, switch, stop the old: each step recorded before the next."""
+    env = config.environment(draft.environment)
+    role = config.role(draft.role)
+    intent = led.begin(draft)
+    release = intent.release
+    scope = f"{draft.action} {release.tag}"
+    progress.step(scope, f"{release.image} ({release.image_id[7:19]}) into {env.name}"
+                  + (f", replacing {release.replaces}" if release.replaces else ""))
+    switching = False
+    try:
+        reg = registry.ensure(config)
+        progress.step(scope, f"pushing {release.repository}:{release.tag}")
+        digest = registry.push(reg, release.image_id, release.repository, release.tag)
+        release = dataclasses.replace(release, digest=digest)
+        intent = led.advance(intent, "pushed", release)
+        _pause("pushed")
+        plan = Plan(role, env, release.tag, release.version, release.image_id, digest)
+        progress.step(scope, f"starting {target.container_name(env, release.tag)} ({digest[:19]})")
+        instance = target.start(plan)
+        intent = led.advance(intent, "started", instance=instance.name)
+        _pause("started")
+        progress.step(scope, f"waiting for {role.health or 'the container'} on {instance.address or instance.name}")
+        target.wait_healthy(plan, instance)
+        progress.step(scope, f"switching the {env.name} frontend to {instance.address}"
+                      if env.frontend_port and env.frontend_role == role.name else "healthy")
+        switching = True
+        target.switch(env, role, instance)
+    except DeployFailed as exc:
+        _undo_or_explain(config, led, target, intent, FAILED, exc, switching)
+        kept = f"{release.replaces} keeps serving" if release.replaces else "nothing was serving before"
+        raise DeployFailed(f"{release.tag} was not switched to ({kept}; recorded as failed): {exc}") from None
+    except BaseException as exc:
+        _undo_or_explain(config, led, target, intent, ABORTED, exc, switching)
+        raise
+    intent = led.advance(intent, "switched")
+    _pause("switched")
+    return _complete(config, led, target, intent, release)
+
+
+def _complete(config: Config, led: Ledger, target: DockerTarget, intent: Intent, release: Release) -> Release:
+    env = config.environment(release.environment)
+    new_name = intent.data.get("instance") or target.container_name(env, release.tag)
+    for name in target.instances(env, release.role):
+        if name != new_name:
+            progress.step(f"{release.action} {release.tag}", f"stopping {name}")
+            target.stop(name)
+    done = led.finish(intent, release)
+    progress.step(f"{release.action} {release.tag}", f"{release.tag} serves {release.role} in {env.name}")
+    return done
+
+
+def _undo_or_explain(
+    config: Config, led: Ledger, target: DockerTarget, intent: Intent, status: str, exc: BaseException, repoint: bool
+) -> None:
+    why = str(exc) if isinstance(exc, DeployFailed) else f"{type(exc).__name__}: {exc}"
+    try:
+        _undo(config, led, target, intent, status, why, repoint)
+    except Exception as undo_exc:
+        # The intent stays in the ledger: the next release command retries the undo.
+        raise DeployFailed(
+            f"{intent.tag} failed ({why}) and undoing it failed too ({undo_exc}); "
+            "the next release command retries the undo (`fab release.list`)"
+        ) from None
+
+
+def _undo(
+    config: Config, led: Ledger, target: DockerTarget, intent: Intent, status: str, why: str, repoint: bool
+) -> None:
+    """Back to what the ledger says serves: new container gone, frontend on the current release.
+
+    `repoint` when the frontend may already point at the new container (the
+    switch was under way).
+    """
+    release = intent.release
+    env = config.environment(release.environment)
+    role = config.role(release.role)
+    if repoint and env.frontend_port and env.frontend_role == role.name:
+        current = led.current(env.name, role.name)
+        serving = target.find(env, current.tag) if current else None
+        if serving is not None or current is None:
+            target.switch(env, role, serving)
+    target.stop(intent.data.get("instance") or target.container_name(env, release.tag))
+    led.finish(intent, dataclasses.replace(release, status=status, detail=why))
+
+
+def _recover(config: Config, led: Ledger, target: DockerTarget, intent: Intent) -> None:
+    release = intent.release
+    scope = f"recover {release.tag}"
+    when = f"interrupted after '{intent.step}' (pid {intent.pid}, {intent.started})"
+    if intent.step == "switched":
+        progress.step(scope, f"{when}: the frontend already serves it, finishing the {release.action}")
+        _complete(config, led, target, intent, dataclasses.replace(release, detail=f"{when}; completed by recovery"))
+        return
+    progress.step(scope, f"{when}: undoing it")
+    _undo(config, led, target, intent, ABORTED, f"{when}; undone by recovery", intent.step == "started")
+
+
+def recover_all(config: Config, target: DockerTarget | None = None) -> list[str]:
+    """Recover every intent whose command is gone (its lock is free); the tags recovered."""
+    path = ledger.ledger_path(config)
+    if not path.exists():
+        return []
+    done = []
+    with ledger.opened(config) as led:
+        for intent in led.intents():
+            release = intent.release
+            with ledger.locked(config, release.environment, release.role, wait=False) as free:
+                # Re-read under the lock: the holder may have finished meanwhile.
+                if free and any(i.tag == intent.tag for i in led.intents()):
+                    _recover(config, led, target or DockerTarget(config), intent)
+                    done.append(release.tag)
+    return done
+
+
+def _rollback_target(led: Ledger, tag: str, environment: str | None, role: str | None) -> Release:
+    wanted = led.get(tag)
+    if wanted is None:
+        raise ReleaseError(f"no release {tag!r} in the ledger ({led.path}): `fab release.history` lists them")
+    if environment and wanted.environment != environment:
+        raise ReleaseError(f"{tag} was never released in {environment} (it is a release of {wanted.environment}); "
+                           f"promote its image there with `fab release.promote {wanted.role} --env {environment} "
+                           f"--version {wanted.version}`")
+    if role and wanted.role != role:
+        raise ReleaseError(f"{tag} is a release of role {wanted.role}, not {role}")
+    if wanted.status != RELEASED:
+        why = wanted.detail.splitlines()[0] if wanted.detail else "no detail"
+        raise ReleaseError(f"{tag} never served ({wanted.status}: {why}): only released tags can be rolled back to")
+    return wanted
+
+
+def _origin(led: Ledger, release: Release) -> Release:
+    """The promote a rollback (of a rollback...) put back."""
+    seen = set()
+    while release.action == ROLLBACK and release.rollback_of and release.tag not in seen:
+        seen.add(release.tag)
+        release = led.get(release.rollback_of) or release
+    return release
+
+
+def _previous(led: Ledger, environment: str, role: str, current: Release | None) -> Release:
+    """The promote before the one now serving: `git reset --hard HEAD~1` for a role."""
+    if current is None:
+        raise ReleaseError(f"nothing of role {role} was ever released in {environment}: nothing to roll back")
+    origin = _origin(led, current)
+    promotes = [r for r in led.history(environment, role) if r.status == RELEASED and r.action == PROMOTE]
+    tags = [r.tag for r in promotes]
+    earlier = promotes[: tags.index(origin.tag)] if origin.tag in tags else []
+    earlier = [r for r in earlier if r.image_id != current.image_id]
+    if not earlier:
+        raise ReleaseError(f"no release of {role} in {environment} before {origin.tag}: nothing to go back to")
+    return earlier[-1]
+
+
+def _image_of(config: Config, release: Release) -> str:
+    """The release's image in the local engine, fetched from the registry by digest if need be."""
+    if engine.get_image(release.image_id) is not None:
+        return release.image_id
+    if release.digest:
+        reg = registry.ensure(config)
+        try:
+            progress.step("rollback", f"fetching {release.repository}@{release.digest[:19]} from the registry")
+            return registry.pull(reg, release.repository, release.digest)
+        except ReleaseError:
+            pass
+    raise ReleaseError(
+        f"the image of {release.tag} ({release.image_id[:19]}, {release.digest or 'never pushed'}) is gone: "
+        "neither the local engine nor the registry holds it, so it cannot be rolled back to"
+    )
+
+
+# --- reading -----------------------------------------------------------------
+
+
+def current(config: Config) -> list[Release]:
+    """What serves each role in each environment."""
+    recover_all(config)
+    with ledger.opened(config) as led:
+        return led.serving()
+
+
+def history(config: Config, env: str | None = None, role: str | None = None) -> list[Release]:
+    """Every record (oldest first), optionally of one environment and role."""
+    environment = env
+    if environment:
+        config.environment(environment)
+    if role:
+        role = config.role(role).name
+    recover_all(config)
+    with ledger.opened(config) as led:
+        return led.history(environment, role)
+
+
+def show(config: Config, tag: str) -> tuple[Release, bool]:
+    """A release record, and whether it is pinned."""
+    ledger.parse_tag(tag)
+    recover_all(config)
+    with ledger.opened(config) as led:
+        found = led.get(tag)
+        if found is None:
+            raise ReleaseError(f"no release {tag!r} in the ledger ({led.path}): `fab release.history` lists them")
+        return found, tag in led.pins()
+
+
+def pin(config: Config, tag: str) -> bool:
+    """Keep `tag` rollback-able forever; False if it already was pinned."""
+    ledger.parse_tag(tag)
+    with ledger.opened(config) as led:
+        return led.pin(tag)
+
+
+# --- retention -----------------------------------------------------------------
+
+
+def prune(config: Config, dry_run: bool = False) -> list[str]:
+    """Remove local images of releases outside every retention window; what was (or would be) removed.
+
+    Kept: the last `retention` released records of each environment and role,
+    pinned releases, anything in progress (ledger.referenced_images), and
+    images a container still uses. The registry keeps every released tag.
+    """
+    if not ledger.ledger_path(config).exists():
+        return []
+    keep = ledger.referenced_images(config)
+    in_use = {c.attrs.get("Image") for c in engine.containers({engine.PREFIX_LABEL: config.prefix})}
+    with ledger.opened(config) as led:
+        records = led.history()
+    removed: list[str] = []
+    for image_id in dict.fromkeys(r.image_id for r in records):
+        if image_id in keep or image_id in in_use or engine.get_image(image_id) is None:
+            continue
+        tags = ", ".join(r.tag for r in records if r.image_id == image_id)
+        removed.append(f"{image_id[7:19]} (releases {tags})")
+        if not dry_run:
+            engine.remove_image(image_id)
+    return removed
