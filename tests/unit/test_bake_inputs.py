@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from workbench.build import bake, builders, images, salt
+from workbench.build import bake, builders, images, rolefiles, salt
 from workbench.core import config
 
 
@@ -32,9 +32,18 @@ def checkout(tmp_path: Path) -> Path:
         path.write_text(text)
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "role.json").write_text((REPO / "images/role.json").read_text())
+    tests = {
+        "conftest.py": "import pytest\n",
+        # Every role test but cache's imports the basesystem checks, which import a helper.
+        "basesystem.py": "from checks import wait\n",
+        "checks.py": "import json\nwait = 1\n",
+        "scratch.py": "nobody imports this\n",
+        **{f"test_{r}.py": "from basesystem import *\n\ndef test_x(host):\n    pass\n" for r in ("base", "app", "db")},
+        "test_cache.py": "import json\n\ndef test_x(host):\n    pass\n",
+    }
     (tmp_path / "tests" / "roles").mkdir(parents=True)
-    for role in ("base", "app", "cache", "db"):
-        (tmp_path / "tests" / "roles" / f"test_{role}.py").write_text("def test_x(host):\n    pass\n")
+    for name, text in tests.items():
+        (tmp_path / "tests" / "roles" / name).write_text(text)
     return tmp_path
 
 
@@ -47,7 +56,7 @@ def make_config(root: Path, **roles: dict[str, object]) -> config.Config:
 
 
 def closure_dirs(root: Path, states: list[str]) -> set[str]:
-    return {p.relative_to(root / "salt").parts[0] for p in bake.state_closure(root / "salt", states)}
+    return {p.relative_to(root / "salt").parts[0] for p in rolefiles.state_closure(root / "salt", states)}
 
 
 def test_closure_follows_includes_salt_urls_and_imports_not_prose(checkout: Path) -> None:
@@ -67,11 +76,24 @@ def test_touching_one_roles_state_changes_only_that_roles_inputs(checkout: Path)
 @pytest.mark.parametrize(
     ("change", "roles_changed"),
     [
-        (lambda root: (root / "salt/base/users.sls").write_text("changed\n"), {"base", "app", "cache", "db"}),
-        (lambda root: (root / "salt/pillar/top.sls").write_text("base: {'*': []}\n"), {"base", "app", "cache", "db"}),
-        (lambda root: (root / "images/role.json").write_text("{}"), {"base", "app", "cache", "db"}),
-        (lambda root: (root / "salt/shared/files/web").write_text("other\n"), {"app"}),
-        (lambda root: (root / "tests/roles/test_db.py").write_text("x = 1\n"), {"db"}),
+        pytest.param(lambda root: (root / "salt/base/users.sls").write_text("changed\n"),
+                     {"base", "app", "cache", "db"}, id="state-included-by-the-common-state"),
+        pytest.param(lambda root: (root / "salt/pillar/top.sls").write_text("base: {'*': []}\n"),
+                     {"base", "app", "cache", "db"}, id="pillar"),
+        pytest.param(lambda root: (root / "images/role.json").write_text("{}"),
+                     {"base", "app", "cache", "db"}, id="template"),
+        pytest.param(lambda root: (root / "salt/shared/files/web").write_text("other\n"),
+                     {"app"}, id="file-of-a-state-app-includes"),
+        pytest.param(lambda root: (root / "tests/roles/test_db.py").write_text("x = 1\n"),
+                     {"db"}, id="role-test"),
+        pytest.param(lambda root: (root / "tests/roles/conftest.py").write_text("# touched\n"),
+                     {"base", "app", "cache", "db"}, id="conftest"),
+        pytest.param(lambda root: (root / "tests/roles/basesystem.py").write_text("# touched\n"),
+                     {"base", "app", "db"}, id="basesystem"),
+        pytest.param(lambda root: (root / "tests/roles/checks.py").write_text("wait = 2\n"),
+                     {"base", "app", "db"}, id="module-basesystem-imports"),
+        pytest.param(lambda root: (root / "tests/roles/scratch.py").write_text("still nobody's\n"),
+                     set(), id="module-nobody-imports"),
     ],
 )
 def test_what_counts_as_an_input(checkout: Path, change, roles_changed: set[str]) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +102,62 @@ def test_what_counts_as_an_input(checkout: Path, change, roles_changed: set[str]
     change(checkout)
     after = {r: bake.hash_inputs(bake.role_inputs(cfg, cfg.role(r), "b")) for r in cfg.roles}
     assert {r for r in cfg.roles if before[r] != after[r]} == roles_changed
+
+
+def test_role_files_of_this_checkout() -> None:
+    cfg = config.load(REPO / "workbench.toml")
+    files = {p.relative_to(REPO).as_posix() for p in rolefiles.role_files(cfg, cfg.role("app"))}
+    expected = {
+        "salt/app/init.sls",
+        "salt/app/files/nginx-site",
+        "salt/base/init.sls",
+        "salt/base/monit.sls",  # included by the common state
+        "salt/pillar/top.sls",
+        "images/role.json",
+        "images/scripts/provision.sh",
+        "tests/roles/test_app.py",
+        "tests/roles/conftest.py",
+        "tests/roles/basesystem.py",  # `from basesystem import *`
+    }
+    assert expected <= files
+    assert not {f for f in files if f.startswith(("salt/db/", "tests/roles/test_db", "formulas/"))}
+    db = {p.relative_to(REPO).as_posix() for p in rolefiles.role_files(cfg, cfg.role("db"))}
+    assert "formulas/timezone-formula/timezone/init.sls" in db
+
+
+def test_role_test_files_follow_conftests_and_local_imports_down_to_the_test(tmp_path: Path) -> None:
+    roles = tmp_path / "tests/roles"
+    (roles / "edge").mkdir(parents=True)
+    (roles / "helpers").mkdir()
+    files = {
+        "conftest.py": "",
+        "edge/conftest.py": "import helpers.net\n",
+        "helpers/__init__.py": "",
+        "helpers/net.py": "",
+        "edge/test_edge.py": "import os, json\nfrom near import x\n",
+        "edge/near.py": "x = 1\n",
+        "broken.py": "def (\n",
+        "test_plain.py": "import broken\n",
+    }
+    for name, text in files.items():
+        (roles / name).write_text(text)
+    found = {p.relative_to(roles).as_posix() for p in rolefiles.role_test_files(tmp_path, roles / "edge/test_edge.py")}
+    assert found == {
+        "conftest.py", "edge/conftest.py", "helpers/__init__.py", "helpers/net.py", "edge/test_edge.py", "edge/near.py"
+    }
+    # A module that does not parse is still an input (pytest reports it).
+    plain = {p.name for p in rolefiles.role_test_files(tmp_path, roles / "test_plain.py")}
+    assert plain == {"conftest.py", "test_plain.py", "broken.py"}
+
+
+def test_a_formula_outside_the_checkout_is_an_input(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    formula = tmp_path_factory.mktemp("shared-formulas") / "tz"
+    (formula / "tz").mkdir(parents=True)
+    (formula / "tz/init.sls").write_text("tz: {}\n")
+    cfg = make_config(checkout, db={"formulas": [str(formula)]})
+    before = rolefiles.files_digest(cfg, cfg.role("db"))
+    (formula / "tz/init.sls").write_text("tz: {zone: UTC}\n")
+    assert rolefiles.files_digest(cfg, cfg.role("db")) != before
 
 
 def test_base_id_and_role_settings_are_inputs(checkout: Path) -> None:

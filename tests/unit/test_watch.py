@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import git
 
+from workbench.build import bake as wb_bake
 from workbench.core import config as wb_config
 from workbench.core.errors import BakeFailed, ConfigError, WorkbenchError
 from workbench.ops import hook, watch
@@ -61,8 +62,10 @@ def repo(tmp_path: Path) -> Path:
             "salt/base/init.sls": "base: {}\n",
             "salt/app/init.sls": "app: {}\n",
             "salt/cache/init.sls": "cache: {}\n",
-            "tests/roles/test_base.py": "",
-            "tests/roles/test_app.py": "",
+            "tests/roles/conftest.py": "",
+            "tests/roles/basesystem.py": "",
+            "tests/roles/test_base.py": "from basesystem import *\n",
+            "tests/roles/test_app.py": "from basesystem import *\n",
             "tests/roles/test_cache.py": "",
             "README": "hello\n",
         },
@@ -130,6 +133,50 @@ def test_a_commit_bakes_only_the_roles_whose_inputs_changed(cfg: wb_config.Confi
     commit(repo, "docs", {"README": "more\n"})
     (event,) = w.poll()
     assert event.status == "unchanged" and event.changed == () and bake.calls == []
+
+
+def bake_hashes(cfg: wb_config.Config) -> dict[str, str]:
+    """The bake's inputs hash of each role in the working tree (the base id does not matter here)."""
+    return {role: wb_bake.hash_inputs(wb_bake.role_inputs(cfg, cfg.role(role), "sha256:b")) for role in cfg.roles}
+
+
+@pytest.mark.parametrize(
+    ("files", "changed"),
+    [
+        # A state that app's own state includes, and a file that state uses.
+        pytest.param({"salt/shared/web.sls": "web: {v: 2}\n"}, ["app"], id="included-state"),
+        pytest.param({"salt/shared/files/site": "v2\n"}, ["app"], id="file-of-included-state"),
+        # Loaded for every role test by pytest.
+        pytest.param({"tests/roles/conftest.py": "# touched\n"}, ["app", "base", "cache"], id="conftest"),
+        # Imported by the tests of base and app, not by cache's.
+        pytest.param({"tests/roles/basesystem.py": "# touched\n"}, ["app", "base"], id="basesystem"),
+        # Another role's state, and a module no role test imports.
+        pytest.param({"salt/cache/init.sls": "cache: {v: 2}\n"}, ["cache"], id="other-roles-state"),
+        pytest.param({"tests/roles/scratch.py": "x = 2\n"}, [], id="module-nobody-imports"),
+    ],
+)
+def test_watcher_and_bake_agree_on_what_a_commit_changed(
+    cfg: wb_config.Config, repo: Path, files: dict[str, str], changed: list[str]
+) -> None:
+    commit(
+        repo,
+        "app includes a shared state",
+        {
+            "salt/app/init.sls": "include:\n  - shared.web\napp: {}\n",
+            "salt/shared/web.sls": "web:\n  file.managed:\n    - source: salt://shared/files/site\n",
+            "salt/shared/files/site": "v1\n",
+            "tests/roles/scratch.py": "x = 1\n",
+        },
+    )
+    bake = FakeBake()
+    w = watcher(cfg, bake)
+    w.poll()
+    before = bake_hashes(cfg)
+    commit(repo, "the change", files)
+    (event,) = w.poll()
+    after = bake_hashes(cfg)
+    assert sorted(event.changed) == changed
+    assert sorted(r for r in cfg.roles if before[r] != after[r]) == changed
 
 
 def test_role_settings_in_the_commit_are_inputs(cfg: wb_config.Config, repo: Path) -> None:
@@ -326,12 +373,6 @@ def test_parse_ls_remote_recorded() -> None:
     heads = parse_ls_remote((DATA / "git-ls-remote.txt").read_text())
     assert set(heads) == {"dev", "feature/x", "master"}
     assert heads["master"].startswith("13a6482e")
-
-
-def test_input_paths_cover_states_tests_and_templates(cfg: wb_config.Config) -> None:
-    paths = watch.input_paths(cfg, "app")
-    assert {"salt/app", "salt/base", "tests/roles/test_app.py", "images"} <= set(paths)
-    assert "salt/cache" not in paths
 
 
 def test_systemd_unit(cfg: wb_config.Config, tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ builder's slow directory copy; our own call gets `--out=json
 --retcode-passthrough`, a second (idempotence) run and one bundle upload, and
 Packer fetches the JSON results for `workbench.salt` to parse.
 
-Inputs hash (content address of a role image): the base image id; the role's
-states and every top-level state directory they mention (the include closure,
-found by name, so touching one role's states rebakes only that role); top-level
-files and `_*` extension directories of salt/; the whole pillar tree; the role's
-formula directories; the template and provision script; the builder type;
-the applied state list, command and ports; the role's tests; the Salt version.
+Inputs hash (content address of a role image): the files that define the role
+(`workbench.build.rolefiles`: its states and their include closure, the pillar,
+its formulas, images/, its tests with their conftest.py and the modules they
+import; `fab watch` decides what a commit changed from the same files), the
+base image id, the builder type, the applied state list, command and ports,
+and the Salt version.
 """
 
 from __future__ import annotations
@@ -21,27 +21,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.build import aptcache, base, images, packer, salt
+from workbench.build import aptcache, base, images, packer, rolefiles, salt
 from workbench.build.builders import Builder, BuildRequest, builder_for
 from workbench.build.ca import copy_into
 from workbench.core import engine, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import BakeFailed, CommandFailed, VerifyFailed, WorkbenchError
-from workbench.core.inputs import hash_inputs, hash_tree
+from workbench.core.inputs import hash_inputs
 
 # Bump when the way roles are baked changes, so that old images are not reused.
 RECIPE_VERSION = 1
@@ -81,85 +80,16 @@ class BakeResult:
 # --- inputs ------------------------------------------------------------------------
 
 
-# What makes one state directory reach another, in .sls and .jinja files:
-# `salt://cache/files/x`, `{% from "cache/map.jinja" import ... %}`,
-# `- sls: cache` (a requisite), and the items of an `include:` list.
-_REFERENCE_RES = (
-    re.compile(r"salt://([\w.-]+)/"),
-    re.compile(r"(?:from|import_yaml|import_json|import_text|include|import)\s+['\"]([\w.-]+)/"),
-    re.compile(r"\bsls:\s*['\"]?([\w-]+)"),
-)
-_INCLUDE_ITEM_RE = re.compile(r"^\s+-\s*['\"]?\.?([\w-]+)")
-
-
-def state_references(text: str) -> set[str]:
-    """Top-level state names a state file refers to: {'cache'} for `include: [cache.client]`."""
-    found: set[str] = set()
-    for pattern in _REFERENCE_RES:
-        found.update(m.group(1) for m in pattern.finditer(text))
-    in_include = False
-    for line in text.splitlines():
-        if re.match(r"^include:\s*$", line):
-            in_include = True
-            continue
-        if in_include:
-            match = _INCLUDE_ITEM_RE.match(line)
-            if match:
-                found.add(match.group(1))
-            elif line.strip() and not line.lstrip().startswith("#"):
-                in_include = False
-    return found
-
-
-def state_closure(salt_root: Path, states: Iterable[str]) -> list[Path]:
-    """The files of salt/ that the given states can reach (the include closure).
-
-    A top-level name (`app` for `app` or `app.nginx`) is reached when a reached
-    .sls or .jinja file refers to it (see `state_references`); top-level files
-    and `_*` extension directories are always in.
-    """
-    if not salt_root.is_dir():
-        return []
-    entries = {p.stem if p.suffix == ".sls" else p.name: p for p in salt_root.iterdir() if p.name != "pillar"}
-    always = [p for name, p in entries.items() if name.startswith("_") or (p.is_file() and p.suffix != ".sls")]
-    todo = [s.split(".")[0] for s in states]
-    reached: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in reached or name not in entries:
-            continue
-        reached.add(name)
-        for path in _files(entries[name]):
-            if path.suffix in (".sls", ".jinja"):
-                todo.extend(state_references(path.read_text(errors="replace")) - reached)
-    files: list[Path] = []
-    for path in [*always, *(entries[n] for n in sorted(reached))]:
-        files.extend(_files(path))
-    return sorted(set(files))
-
-
-def _files(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-
-
 def role_inputs(config: Config, role: Role, base_ref: str) -> dict[str, Any]:
-    root = config.root
-    salt_root = root / "salt"
-    states = salt.state_list(config, role)
-    tests = root / role.tests_path
-    test_files = [tests, *(root / "tests/roles").glob("conftest.py")]
+    """What a role image is made from: the files that define the role, and what is not a file."""
     return {
         "recipe": RECIPE_VERSION,
         "base": base_ref,
-        "states": hash_tree(salt_root, state_closure(salt_root, states)),
-        "pillar": hash_tree(salt_root / "pillar"),
-        "formulas": {f: hash_tree(root / f) for f in role.formulas},
-        "template": hash_tree(root / "images"),
+        "files": rolefiles.files_digest(config, role),
         "builder": config.builder.type,
-        "applied": states,
+        "applied": salt.state_list(config, role),
         "command": list(role.command),
         "ports": list(role.ports),
-        "tests": hash_tree(root, [p for p in test_files if p.is_file()]),
         "salt": salt.version(),
     }
 

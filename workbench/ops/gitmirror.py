@@ -121,12 +121,6 @@ class Mirror:
         # First parent only: a merged branch is one event, as it landed on the watched branch.
         return parse_log(self._git("log", "--reverse", "--first-parent", fmt, f"{since}..{head}"))
 
-    def tree_listing(self, sha: str, paths: list[str]) -> str:
-        """`git ls-tree -r` of `paths` at `sha`: mode, blob id and path of every file under them."""
-        if not paths:
-            return ""
-        return self._git("ls-tree", "-r", "--full-tree", sha, "--", *paths)
-
     def export(self, sha: str, dest: Path) -> Path:
         """A detached worktree of `sha` at `dest` (replacing any left there).
 

@@ -1,11 +1,11 @@
 """`fab watch`: every new commit on the watched branch is an event that bakes what it changed.
 
 An event exports the commit, reads that commit's own workbench.toml, works out
-for each watched role a digest of its inputs *in git* (its Salt states, the
-common states, its tests, its formulas, the image templates, its settings) and
-bakes — with its tests — each role whose digest differs from the last one baked
-successfully. A role that fails stays "changed" and is tried again on the next
-commit. Freshly baked roles can be promoted to one environment.
+for each watched role a digest of the files that define it in the commit's tree
+(the same files the bake hashes, `workbench.build.rolefiles`) and of its
+settings, and bakes — with its tests — each role whose digest differs from the
+last one baked successfully. A role that fails stays "changed" and is tried
+again on the next commit. Freshly baked roles can be promoted to one environment.
 
 What was processed survives restarts (`state.json`, written after each event),
 every event is a JSON line in `events.jsonl`, and a loopback HTTP hook lets any
@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.build import rolefiles
 from workbench.core import config as config_mod
 from workbench.core import progress
 from workbench.core.config import Config
@@ -188,23 +189,18 @@ def _append_log(config: Config, event: Event) -> None:
 # --- role inputs -------------------------------------------------------------------
 
 
-def input_paths(config: Config, role: str) -> list[str]:
-    """Paths of the checkout whose content decides what the role's image is."""
+def role_digest(config: Config, role: str) -> str:
+    """A digest of what decides the role's image in `config`'s tree: its files and its settings.
+
+    The files are the bake's (`rolefiles.role_files`), read from the commit's
+    checkout, so a commit to a state the role includes, or to a module its
+    tests import, changes the digest as it changes the bake's inputs hash.
+    """
     spec = config.roles[role]
-    paths = ["images", "salt/top.sls", "salt/pillar", spec.tests_path, *spec.formulas]
-    for state in (*config.workbench.common_states, *spec.state_list):
-        top = state.split(".")[0]
-        paths += [f"salt/{top}", f"salt/{top}.sls"]
-    return sorted(set(paths))
-
-
-def role_digest(config: Config, mirror: Mirror, sha: str, role: str) -> str:
-    """A digest of the role's inputs at `sha`: blob ids of its files plus its settings."""
-    spec = dataclasses.asdict(config.roles[role])
     return hash_inputs(
         {
-            "files": mirror.tree_listing(sha, input_paths(config, role)),
-            "role": spec,
+            "files": rolefiles.files_digest(config, spec),
+            "role": dataclasses.asdict(spec),
             "common_states": list(config.workbench.common_states),
             "base": dataclasses.asdict(config.base),
             "builder": config.builder.type,
@@ -277,7 +273,7 @@ class Watcher:
         checkout = self.dir / "checkout"
         try:
             cfg = commit_config(self.config, self.mirror.export(commit.sha, checkout))
-            changed = self._changed_roles(cfg, commit.sha, state)
+            changed = self._changed_roles(cfg, state)
             progress.detail(f"changed roles: {', '.join(changed) if changed else 'none'}")
             outcomes = [o for role in changed for o in self._bake_one(cfg, role, commit.sha, state)]
         except WorkbenchError as exc:
@@ -297,14 +293,14 @@ class Watcher:
             seconds=round(time.monotonic() - start, 2),
         )
 
-    def _changed_roles(self, cfg: Config, sha: str, state: State) -> list[str]:
+    def _changed_roles(self, cfg: Config, state: State) -> list[str]:
         watched = self.target.roles or tuple(cfg.roles)
         missing = [r for r in watched if r not in cfg.roles]
         if missing:
             raise ConfigError(
                 f"[watch] roles names {', '.join(missing)}, which the commit's workbench.toml does not define"
             )
-        digests = {role: role_digest(cfg, self.mirror, sha, role) for role in watched}
+        digests = {role: role_digest(cfg, role) for role in watched}
         self._pending = digests
         return [role for role in watched if state.baked.get(role) != digests[role]]
 
