@@ -104,8 +104,17 @@ def test_a_failing_state_is_an_error_naming_it(cfg_path: Path, checkout: Path) -
     assert "fab sandbox.provision --role web" in failed.stderr
 
 
+def last_json(out: str) -> Any:
+    """The JSON document `fab ... --json` prints after its progress lines."""
+    lines = out.splitlines()
+    start = max(i for i, line in enumerate(lines) if line in ("{", "["))
+    return json.loads("\n".join(lines[start:]))
+
+
 def test_two_sandboxes_reach_each_other_by_name(cfg_path: Path, wb_prefix: str) -> None:
-    ok("sandbox.up", "--role", "peer", config=cfg_path)
+    up = last_json(ok("sandbox.up", "--role", "peer", "--json", config=cfg_path))
+    assert set(up) == {"sandbox", "states", "applied", "changed", "address", "seconds", "provider"}
+    assert (up["sandbox"], up["states"], up["provider"]) == ("peer.sandbox.wpdn", ["base", "peer"], "docker")
     out = ok("sandbox.ssh", "--role", "web", "-c", FETCH.format("peer.sandbox.wpdn:8001"), config=cfg_path)
     assert out.strip() == "peer peer.sandbox.wpdn"
     out = ok("sandbox.ssh", "--role", "peer", "-c", FETCH.format("web.sandbox.wpdn:8000"), config=cfg_path)

@@ -1,13 +1,16 @@
-"""Sandbox names, the spec the Vagrantfile reads, and reading a provision's output."""
+"""Sandbox names, the spec the Vagrantfile reads, reading a provision's output, what the tasks print."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from invoke.context import Context
 
 from workbench.build import salt
+from workbench.cli import tasks
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError, HostNameError
 from workbench.sandbox import image as sandbox_image
@@ -186,3 +189,57 @@ def test_an_engine_race_is_told_from_a_real_failure() -> None:
     )
     assert sandbox._raced(raced)
     assert not sandbox._raced("vagrant up peer --provider docker --no-provision failed: Conflict. The container name")
+
+
+PROVISIONED = sandbox.ProvisionResult(
+    sandbox="app.sandbox.wpdn",
+    states=("base", "app"),
+    applied=12,
+    changed=("web-page", "web-service"),
+    address="172.18.0.2",
+    seconds=3.2,
+)
+
+
+@pytest.fixture
+def results(cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox functions answer with fixed results; the tasks print them."""
+    monkeypatch.setattr(tasks, "_config", lambda: cfg)
+    monkeypatch.setattr(sandbox, "up", lambda config, role, provider: sandbox.UpResult(PROVISIONED, "docker", 9.5))
+    monkeypatch.setattr(sandbox, "provision", lambda config, role: PROVISIONED)
+    monkeypatch.setattr(sandbox, "test", lambda config, role: sandbox.TestResult("app.sandbox.wpdn", "tests/t.py", 4.0))
+    row = sandbox.SandboxStatus("app.sandbox.wpdn", "app", "app", "running", "docker", "172.18.0.2")
+    monkeypatch.setattr(sandbox, "status", lambda config: [row])
+
+
+def task_output(capsys: pytest.CaptureFixture[str], task: Callable[..., object], **kwargs: object) -> str:
+    task(Context(), **kwargs)
+    return capsys.readouterr().out
+
+
+def test_up_and_provision_json_is_one_flat_object(results: None, capsys: pytest.CaptureFixture[str]) -> None:
+    provisioned = {
+        "sandbox": "app.sandbox.wpdn",
+        "states": ["base", "app"],
+        "applied": 12,
+        "changed": ["web-page", "web-service"],
+        "address": "172.18.0.2",
+        "seconds": 3.2,
+    }
+    assert json.loads(task_output(capsys, tasks.sandbox_provision, json=True)) == provisioned
+    # `seconds` of an up counts the whole up, not only its provision.
+    up = json.loads(task_output(capsys, tasks.sandbox_up, json=True))
+    assert up == {**provisioned, "provider": "docker", "seconds": 9.5}
+    rows = json.loads(task_output(capsys, tasks.sandbox_status, json=True))
+    assert rows == [{"name": "app.sandbox.wpdn", "machine": "app", "role": "app", "state": "running",
+                     "provider": "docker", "address": "172.18.0.2"}]
+
+
+def test_sandbox_tasks_print_one_line(results: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert task_output(capsys, tasks.sandbox_up) == (
+        "sandbox app.sandbox.wpdn up (docker, 172.18.0.2): 12 states, 2 changed, 9.5s\n"
+    )
+    assert task_output(capsys, tasks.sandbox_provision) == (
+        "sandbox app.sandbox.wpdn provisioned: 12 states, changed web-page, web-service, 3.2s\n"
+    )
+    assert task_output(capsys, tasks.sandbox_test) == "sandbox app.sandbox.wpdn: tests/t.py passed, 4.0s\n"

@@ -445,11 +445,12 @@ def sandbox_up(c, role="", provider="", json=False):
 
     result = sandbox.up(_config(), role or None, provider or None)
     if json:
-        _print_json(result)
+        _print_json(result.to_dict())
         return
+    done = result.provisioned
     print(
-        f"sandbox {result['sandbox']} up ({result['provider']}, {result['address'] or 'no address'}): "
-        f"{result['applied']} states, {len(result['changed'])} changed, {result['seconds']}s"
+        f"sandbox {done.sandbox} up ({result.provider}, {done.address or 'no address'}): "
+        f"{done.applied} states, {len(done.changed)} changed, {result.seconds}s"
     )
 
 
@@ -460,11 +461,10 @@ def sandbox_provision(c, role="", json=False):
 
     result = sandbox.provision(_config(), role or None)
     if json:
-        _print_json(result)
+        _print_json(result.to_dict())
         return
-    changed = ", ".join(result["changed"]) or "nothing"
-    print(f"sandbox {result['sandbox']} provisioned: {result['applied']} states, changed {changed}, "
-          f"{result['seconds']}s")
+    changed = ", ".join(result.changed) or "nothing"
+    print(f"sandbox {result.sandbox} provisioned: {result.applied} states, changed {changed}, {result.seconds}s")
 
 
 @wb(name="test", help=_SANDBOX_HELP)
@@ -473,7 +473,7 @@ def sandbox_test(c, role=""):
     from workbench.sandbox import sandboxes as sandbox
 
     result = sandbox.test(_config(), role or None)
-    print(f"sandbox {result['sandbox']}: {result['tests']} passed, {result['seconds']}s")
+    print(f"sandbox {result.sandbox}: {result.tests} passed, {result.seconds}s")
 
 
 @wb(name="ssh", help={**_SANDBOX_HELP, "command": "run this command (vagrant ssh -c) and exit"})
@@ -489,13 +489,11 @@ def sandbox_ssh(c, role="", command=""):
 @wb(name="status", help={"json": "print JSON"})
 def sandbox_status(c, json=False):
     """List the sandboxes: name, role, Vagrant state, provider, address on the sandbox network."""
-    import dataclasses
-
     from workbench.sandbox import sandboxes as sandbox
 
     rows = sandbox.status(_config())
     if json:
-        _print_json([dataclasses.asdict(r) for r in rows])
+        _print_json([r.to_dict() for r in rows])
         return
     for r in rows:
         print(f"{r.name:<32} {r.role:<12} {r.state:<12} {r.provider or '-':<10} {r.address or '-'}")

@@ -56,6 +56,48 @@ class Sandbox:
         return self.host.fqdn
 
 
+@dataclass(frozen=True)
+class ProvisionResult:
+    """The states applied in a running sandbox: `fab sandbox.provision`."""
+
+    sandbox: str
+    states: tuple[str, ...]
+    applied: int
+    changed: tuple[str, ...]
+    address: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """A sandbox brought up and provisioned: `fab sandbox.up`."""
+
+    provisioned: ProvisionResult
+    provider: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        # One flat object, as `--json` has always printed it; `seconds` counts the whole up.
+        return {**self.provisioned.to_dict(), "provider": self.provider, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The role's tests passed against its sandbox: `fab sandbox.test`."""
+
+    __test__ = False  # a result, not a class for pytest to collect
+
+    sandbox: str
+    tests: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
 def resolve(config: Config, target: str | None = None) -> Sandbox:
     """`app`, `app.sandbox.wpdn` or nothing (the default role) -> the Sandbox."""
     target = (target or config.workbench.default_role).strip()
@@ -220,7 +262,7 @@ def _provider(config: Config, provider: str | None) -> str:
     return chosen
 
 
-def up(config: Config, target: str | None = None, provider: str | None = None) -> dict[str, object]:
+def up(config: Config, target: str | None = None, provider: str | None = None) -> UpResult:
     """Bring a sandbox up and provision it; its summary."""
     start = time.monotonic()
     sandbox = resolve(config, target)
@@ -249,8 +291,8 @@ def up(config: Config, target: str | None = None, provider: str | None = None) -
             if not existed:
                 _cleanup(config, vg, sandbox)
             raise
-    result = provision(config, sandbox.fqdn)
-    return {**result, "seconds": round(time.monotonic() - start, 1), "provider": chosen}
+    provisioned = provision(config, sandbox.fqdn)
+    return UpResult(provisioned, chosen, round(time.monotonic() - start, 1))
 
 
 def _raced(message: str) -> bool:
@@ -292,7 +334,7 @@ def _ssh_config(config: Config, vg: Vagrant, sandbox: Sandbox) -> tuple[Path, di
     return path, parse_ssh_config(text)
 
 
-def provision(config: Config, target: str | None = None) -> dict[str, object]:
+def provision(config: Config, target: str | None = None) -> ProvisionResult:
     """Apply the common and role states in the running sandbox, then (re)start its services."""
     start = time.monotonic()
     sandbox = resolve(config, target)
@@ -324,14 +366,14 @@ def provision(config: Config, target: str | None = None) -> dict[str, object]:
         ssh_file, ssh = _ssh_config(config, vg, sandbox)
     address = _address(config, sandbox) or ssh.get("HostName", "")
     wait_ready(config, sandbox, address)
-    return {
-        "sandbox": sandbox.fqdn,
-        "states": states,
-        "applied": len(state_run.states),
-        "changed": changed,
-        "address": address,
-        "seconds": round(time.monotonic() - start, 1),
-    }
+    return ProvisionResult(
+        sandbox=sandbox.fqdn,
+        states=tuple(states),
+        applied=len(state_run.states),
+        changed=tuple(changed),
+        address=address,
+        seconds=round(time.monotonic() - start, 1),
+    )
 
 
 def _check_share(config: Config, sandbox: Sandbox) -> None:
@@ -409,7 +451,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test(config: Config, target: str | None = None) -> dict[str, object]:
+def test(config: Config, target: str | None = None) -> TestResult:
     """Run the role's testinfra tests against the sandbox, over SSH."""
     start = time.monotonic()
     sandbox = resolve(config, target)
@@ -430,7 +472,7 @@ def test(config: Config, target: str | None = None) -> dict[str, object]:
     result = run.stream(argv, cwd=config.root, check=False)
     if result.returncode != 0:
         raise SandboxError(f"the {sandbox.role.name} role's tests failed against {sandbox.fqdn} (output above)")
-    return {"sandbox": sandbox.fqdn, "tests": sandbox.role.tests_path, "seconds": round(time.monotonic() - start, 1)}
+    return TestResult(sandbox.fqdn, sandbox.role.tests_path, round(time.monotonic() - start, 1))
 
 
 # --- ssh, status, halt, destroy --------------------------------------------------------
@@ -448,12 +490,17 @@ def ssh(config: Config, target: str | None = None, command: str | None = None) -
 
 @dataclass(frozen=True)
 class SandboxStatus:
+    """One row of `fab sandbox.status`."""
+
     name: str
     machine: str
     role: str
     state: str
     provider: str
     address: str
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
 
 
 def status(config: Config) -> list[SandboxStatus]:
