@@ -236,14 +236,14 @@ def test_promote_renders_the_pools_and_a_new_member_reaches_the_next_release(
     images: dict[str, str], wb_prefix: str, wb_state: Path
 ) -> None:
     """Through the real deploy (`release.promote`): pools are rendered when a release starts."""
-    from workbench.release import deploy, registry
+    from workbench.release import registry, target
     from workbench.release import releases as release
 
     env_name = "opspools"
     state = wb_state / "ops-pools-release"
     state.mkdir(exist_ok=True)
     network = f"{wb_prefix}-{env_name}"
-    labels = {engine.PREFIX_LABEL: wb_prefix, deploy.ENV_LABEL: env_name}
+    labels = {engine.PREFIX_LABEL: wb_prefix, target.ENV_LABEL: env_name}
     engine.client().networks.create(network, driver="bridge", labels=labels)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from conftest import config_data, fab, write_config
 from workbench.build import bake
 from workbench.core import config as wb_config
 from workbench.core import engine
-from workbench.release import deploy, loadgen, registry
+from workbench.release import loadgen, registry, target
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def rel(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[tuple[wb_co
         yield config, path
     finally:
         for container in engine.containers({engine.PREFIX_LABEL: config.prefix}):
-            if container.labels.get(deploy.ENV_LABEL) == "staging":
+            if container.labels.get(target.ENV_LABEL) == "staging":
                 engine.remove_container(container)
         for network in engine.client().networks.list(names=[f"{config.prefix}-staging"]):
             network.remove()

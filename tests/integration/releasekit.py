@@ -20,7 +20,7 @@ from workbench.build import images
 from workbench.core import engine
 from workbench.core.config import Config
 from workbench.release import registry
-from workbench.release.deploy import ENV_LABEL
+from workbench.release.target import ENV_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,7 @@ from releasekit import clean_environments, free_port, make_app, make_frontend
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.core.errors import DeployFailed, ReleaseError
-from workbench.release import deploy, ledger, loadgen, registry
+from workbench.release import docker, ledger, loadgen, registry, target
 from workbench.release import releases as release
 
 
@@ -52,7 +52,7 @@ class Env:
             return str(json.loads(response.read())["release"])
 
     def containers(self, env: str) -> list[str]:
-        labels = {engine.PREFIX_LABEL: self.config.prefix, deploy.ENV_LABEL: env, engine.ROLE_LABEL: "app"}
+        labels = {engine.PREFIX_LABEL: self.config.prefix, target.ENV_LABEL: env, engine.ROLE_LABEL: "app"}
         return sorted(c.name for c in engine.containers(labels) if c.status == "running")
 
 
@@ -236,7 +236,7 @@ def make_version(env: Env, version: int) -> int:
 
 def test_failed_health_check_is_never_switched_to(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     env.ids["v3-unhealthy"] = make_app(env.config, env.base, 3, env={"FAKEAPP_STATUS": "500"})
-    monkeypatch.setattr(deploy, "HEALTH_TIMEOUT", 5.0)
+    monkeypatch.setattr(docker, "HEALTH_TIMEOUT", 5.0)
     before = env.history()
     with loadgen.Load(env.staging) as load, pytest.raises(DeployFailed, match="not switched to .app-3 keep"):
         release.promote(env.config, "app", "staging", version=3, message="broken")

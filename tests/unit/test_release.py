@@ -11,8 +11,8 @@ import pytest
 
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError, ReleaseError
-from workbench.release import deploy, ledger, registry
 from workbench.release import diff as release_diff
+from workbench.release import ledger, registry, target
 from workbench.release import releases as release
 from workbench.release.ledger import Ledger, Release
 
@@ -78,11 +78,17 @@ def test_render_diff() -> None:
 
 
 def test_upstream_file_names_the_release_or_refuses() -> None:
-    assert "server 172.18.0.5:80;" in deploy.upstream_conf("172.18.0.5:80")
-    assert f"upstream {deploy.UPSTREAM_NAME} {{" in deploy.upstream_conf(None)
-    assert "server 127.0.0.1:1;" in deploy.upstream_conf(None)
+    assert "server 172.18.0.5:80;" in target.upstream_conf(["172.18.0.5:80"])
+    assert f"upstream {target.UPSTREAM_NAME} {{" in target.upstream_conf([])
+    assert "server 127.0.0.1:1;" in target.upstream_conf([])
     shipped = Path(__file__).parents[2] / "salt/frontend/files/upstream.conf"
-    assert shipped.read_text() == deploy.upstream_conf(None)
+    assert shipped.read_text() == target.upstream_conf([])
+
+
+def test_upstream_file_lists_every_replica() -> None:
+    text = target.upstream_conf(["172.18.0.5:80", "172.18.0.6:80"])
+    assert "server 172.18.0.5:80;" in text and "server 172.18.0.6:80;" in text
+    assert "127.0.0.1:1" not in text
 
 
 def test_settings_reach_the_container_and_cannot_fake_the_release(tmp_path: Path) -> None:
@@ -91,8 +97,8 @@ def test_settings_reach_the_container_and_cannot_fake_the_release(tmp_path: Path
         environments={"staging": {"variables": {"DB_PASSWORD": "s3cret", "WORKBENCH_RELEASE": "forged"}}},
         roles={},
     )
-    plan = deploy.Plan(wb_config.Role(name="app"), config.environment("staging"), "app-3", 7, "sha256:x", "sha256:y")
-    assert deploy.environment_variables(plan) == {
+    plan = target.Plan(wb_config.Role(name="app"), config.environment("staging"), "app-3", 7, "sha256:x", "sha256:y")
+    assert target.environment_variables(plan) == {
         "DB_PASSWORD": "s3cret",
         "WORKBENCH_RELEASE": "app-3",
         "WORKBENCH_VERSION": "7",

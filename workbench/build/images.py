@@ -20,6 +20,7 @@ from docker.models.images import Image
 
 from workbench.core import engine
 from workbench.core.config import Config
+from workbench.core.errors import ReleaseError
 
 CANDIDATE_LABEL = "workbench.candidate"
 VERSION_LABEL = "workbench.version"
@@ -121,6 +122,30 @@ class VersionCounter:
 
     def commit(self, version: int) -> None:
         self.path.write_text(f"{version}\n")
+
+
+
+def newest_verified(config: Config, role: str, version: int | None = None) -> str:
+    """Id of the role's newest image that passed verification (or of `version`, which must have)."""
+    if version is None:
+        newest = latest(config, role)
+        if newest is None:
+            raise ReleaseError(
+                f"no verified image of role {role} under prefix {config.prefix}: bake one with `fab image.bake {role}`"
+            )
+        return str(newest.id)
+    tag = f"{repository(config, role)}:{version}"
+    image = engine.get_image(tag)
+    if image is None:
+        known = ", ".join(str(version_of(i)) for i in reversed(accepted(config, role))) or "none"
+        raise ReleaseError(f"no image {tag} (verified versions of {role}: {known}); `fab image.list` shows them")
+    verify = (image.labels or {}).get(VERIFY_LABEL, "")
+    if verify != "passed":
+        raise ReleaseError(
+            f"{tag} did not pass verification (workbench.verify={verify or 'unset'}): only verified images "
+            f"are promoted; bake it again with `fab image.bake {role}`"
+        )
+    return str(image.id)
 
 
 def label_changes(labels: Mapping[str, str]) -> list[str]:

@@ -117,6 +117,10 @@ class Environment:
     frontend_role: str = setting("app", "Role the frontend sends requests to (`/` and below).")
     retention: int = setting(10, "Releases per role kept rollback-able.")
     variables: dict[str, str] = setting({}, "Settings given to containers at deploy time (environment).")
+    target: str = setting(
+        "docker", "Where the environment's releases run: the local Docker engine.", choices=("docker",)
+    )
+    replicas: int = setting(1, "Instances of each release, all behind the frontend.")
 
 
 @dataclass(frozen=True)
@@ -430,6 +434,8 @@ def _cross_checks(config: Config) -> list[str]:
             )
         if env.retention < 1:
             problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
+        if not 1 <= env.replicas <= 16:
+            problems.append(f"[environments.{env.name}] replicas = {env.replicas}: run between 1 and 16 instances")
         for var in env.variables:
             if not VARIABLE_RE.match(var):
                 problems.append(f"[environments.{env.name}] variables: {var!r} is not an environment variable name")

@@ -2,7 +2,7 @@
 
 The inventory is the configuration's pools (each member a host, reached at its
 private address) and the releases serving now (each `<role>.<env>.<domain>`,
-reached at its container's address in the environment's network). The jump
+reached through the environment's deploy target at its instance's address). The jump
 box is the first member of the pool whose role is `jumpbox`, reached at its
 public address; every other host gets `ProxyJump <jump box>`:
 
@@ -65,8 +65,9 @@ def _pool_hosts(config: Config) -> tuple[list[Host], list[Host]]:
 
 
 def _release_hosts(config: Config) -> tuple[list[Host], list[str]]:
-    """The releases serving now, at their containers' addresses; notes on those without one."""
+    """The releases serving now, at their instances' addresses; notes on those without one."""
     from workbench.release import ledger
+    from workbench.release.target import target_for
 
     if not ledger.ledger_path(config).is_file():
         return [], []
@@ -77,32 +78,19 @@ def _release_hosts(config: Config) -> tuple[list[Host], list[str]]:
         if release.role == JUMPBOX_ROLE:
             continue
         name = f"{release.role}.{release.environment}.{config.workbench.domain}"
-        address = _container_address(config, release.environment, release.tag)
-        if address:
-            hosts.append(Host(name, address, 22, (f"release {release.tag}",)))
-        else:
-            notes.append(f"{name} (release {release.tag}): no running container, left out")
+        environment = config.environment(release.environment)
+        try:
+            found = target_for(config, environment).instances(environment, tag=release.tag)
+        except WorkbenchError:
+            found = ()
+        addressed = [i for i in found if i.host]
+        if not addressed:
+            notes.append(f"{name} (release {release.tag}): no running instance, left out")
+        for index, instance in enumerate(addressed, start=1):
+            # Replicas beyond the first are numbered like the naming rule's pool members.
+            host = name if index == 1 else f"{release.role}{index}.{release.environment}.{config.workbench.domain}"
+            hosts.append(Host(host, instance.host, 22, (f"release {release.tag}",)))
     return hosts, notes
-
-
-def _container_address(config: Config, environment: str, tag: str) -> str:
-    from workbench.core import engine
-    from workbench.release import deploy
-
-    try:
-        found = engine.containers(
-            {engine.PREFIX_LABEL: config.prefix, deploy.ENV_LABEL: environment, deploy.RELEASE_LABEL: tag}
-        )
-    except WorkbenchError:
-        return ""
-    for container in found:
-        if container.status != "running":
-            continue
-        networks = container.attrs.get("NetworkSettings", {}).get("Networks", {})
-        address = (networks.get(f"{config.prefix}-{environment}") or {}).get("IPAddress", "")
-        if address:
-            return str(address)
-    return ""
 
 
 def inventory(config: Config, *, releases: bool = True) -> Inventory:

@@ -5,16 +5,16 @@ before the next begins:
 
     allocated  tag taken (app-12), nothing changed yet
     pushed     image in the registry as <repo>:app-12, referred to by digest
-    started    new container running beside the old one
-    switched   the frontend sends requests to the new container
+    started    the new instances running beside the old ones
+    switched   the frontend sends requests to the new instances
 
-then the old container stops and the final record replaces the intent in one
+then the old instances stop and the final record replaces the intent in one
 transaction. A command that finds an intent left by a killed process (its lock
 is free) recovers it before doing anything else: up to `started` it undoes the
-promote (new container removed, frontend pointed back at the release the ledger
-names, record `aborted`); after `switched` it finishes it (old container
+promote (new instances removed, frontend pointed back at the release the ledger
+names, record `aborted`); after `switched` it finishes it (old instances
 stopped, record `released`). Either way the environment serves what the ledger
-says it serves.
+says it serves. Where the instances run is the environment's deploy `Target`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from workbench.build import images
 from workbench.core import engine, progress
 from workbench.core.config import Config, Environment, Role
 from workbench.core.errors import ConfigError, DeployFailed, ReleaseError
-from workbench.release import deploy, ledger, registry
-from workbench.release.deploy import DockerTarget, Plan
+from workbench.release import ledger, registry
 from workbench.release.ledger import ABORTED, FAILED, PROMOTE, RELEASED, ROLLBACK, Intent, Ledger, Release
+from workbench.release.target import Plan, Target, serves_frontend, target_for
 
 # Test hook: stop for a while after a step, so a test can kill -9 us there.
 PAUSE_ENV = "WORKBENCH_PAUSE_AT"
@@ -52,7 +53,7 @@ def promote(
     env: str,
     version: int | None = None,
     message: str = "",
-    target: DockerTarget | None = None,
+    target: Target | None = None,
 ) -> Release:
     """Put the role's newest verified image (or `version`) into environment `env`; the new record.
 
@@ -60,9 +61,9 @@ def promote(
     """
     role_cfg = config.role(role)
     environment = config.environment(env)
-    image_id = deploy.newest_verified(config, role_cfg.name, version)
+    image_id = images.newest_verified(config, role_cfg.name, version)
     labels = _labels(image_id)
-    target = target or DockerTarget(config)
+    target = target or target_for(config, environment)
     with ledger.opened(config) as led, _exclusive(config, led, target, environment, role_cfg) as current:
         draft = _draft(config, role_cfg, environment, PROMOTE, image_id, labels, current, message)
         return _carry_out(config, led, target, draft)
@@ -74,7 +75,7 @@ def rollback(
     env: str | None = None,
     role: str | None = None,
     message: str = "",
-    target: DockerTarget | None = None,
+    target: Target | None = None,
 ) -> Release:
     """Put release `tag`'s digest back (or, with `env` and `role`, the promote before the current one).
 
@@ -85,11 +86,11 @@ def rollback(
         ledger.parse_tag(tag)
     elif not (environment and role):
         raise ConfigError("rollback needs a release tag (app-12), or --env and --role to go back one release")
-    target = target or DockerTarget(config)
     with ledger.opened(config) as led:
         wanted = _rollback_target(led, tag, environment, role) if tag else None
         where = config.environment(wanted.environment if wanted else environment or "")
         role_cfg = config.role(wanted.role if wanted else role or "")
+        target = target or target_for(config, where)
         with _exclusive(config, led, target, where, role_cfg) as current:
             if wanted is None:
                 wanted = _previous(led, where.name, role_cfg.name, current)
@@ -105,7 +106,7 @@ def rollback(
 
 @contextmanager
 def _exclusive(
-    config: Config, led: Ledger, target: DockerTarget, env: Environment, role: Role
+    config: Config, led: Ledger, target: Target, env: Environment, role: Role
 ) -> Iterator[Release | None]:
     """Hold the environment+role lock, recover what a killed command left, yield the current release."""
     with ledger.locked(config, env.name, role.name):
@@ -153,7 +154,7 @@ def _draft(
     )
 
 
-def _carry_out(config: Config, led: Ledger, target: DockerTarget, draft: Release) -> Release:
+def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> Release:
     """Push, start, check, switch, stop the old: each step recorded before the next."""
     env = config.environment(draft.environment)
     role = config.role(draft.role)
@@ -171,16 +172,17 @@ def _carry_out(config: Config, led: Ledger, target: DockerTarget, draft: Release
         intent = led.advance(intent, "pushed", release)
         _pause("pushed")
         plan = Plan(role, env, release.tag, release.version, release.image_id, digest)
-        progress.step(scope, f"starting {target.container_name(env, release.tag)} ({digest[:19]})")
-        instance = target.start(plan)
-        intent = led.advance(intent, "started", instance=instance.name)
+        progress.step(scope, f"starting {', '.join(target.names(plan))} ({digest[:19]})")
+        started = target.start(plan)
+        intent = led.advance(intent, "started", instances=[i.name for i in started])
         _pause("started")
-        progress.step(scope, f"waiting for {role.health or 'the container'} on {instance.address or instance.name}")
-        target.wait_healthy(plan, instance)
-        progress.step(scope, f"switching the {env.name} frontend to {instance.address}"
-                      if env.frontend_port and env.frontend_role == role.name else "healthy")
+        where = ", ".join(i.address or i.name for i in started)
+        progress.step(scope, f"waiting for {role.health or 'the container'} on {where}")
+        target.wait_healthy(plan, started)
+        progress.step(scope, f"switching the {env.name} frontend to {where}" if serves_frontend(env, role)
+                      else "healthy")
         switching = True
-        target.switch(env, role, instance)
+        target.switch(env, role, started)
     except DeployFailed as exc:
         _undo_or_explain(config, led, target, intent, FAILED, exc, switching)
         kept = f"{release.replaces} keeps serving" if release.replaces else "nothing was serving before"
@@ -193,20 +195,22 @@ def _carry_out(config: Config, led: Ledger, target: DockerTarget, draft: Release
     return _complete(config, led, target, intent, release)
 
 
-def _complete(config: Config, led: Ledger, target: DockerTarget, intent: Intent, release: Release) -> Release:
+def _complete(config: Config, led: Ledger, target: Target, intent: Intent, release: Release) -> Release:
     env = config.environment(release.environment)
-    new_name = intent.data.get("instance") or target.container_name(env, release.tag)
-    for name in target.instances(env, release.role):
-        if name != new_name:
-            progress.step(f"{release.action} {release.tag}", f"stopping {name}")
-            target.stop(name)
+    replaced: dict[str, list[str]] = {}
+    for instance in target.instances(env, release.role):
+        if instance.tag != release.tag:
+            replaced.setdefault(instance.tag, []).append(instance.name)
+    for old, names in replaced.items():
+        progress.step(f"{release.action} {release.tag}", f"stopping {', '.join(names)}")
+        target.stop(env, old)
     done = led.finish(intent, release)
     progress.step(f"{release.action} {release.tag}", f"{release.tag} serves {release.role} in {env.name}")
     return done
 
 
 def _undo_or_explain(
-    config: Config, led: Ledger, target: DockerTarget, intent: Intent, status: str, exc: BaseException, repoint: bool
+    config: Config, led: Ledger, target: Target, intent: Intent, status: str, exc: BaseException, repoint: bool
 ) -> None:
     why = str(exc) if isinstance(exc, DeployFailed) else f"{type(exc).__name__}: {exc}"
     try:
@@ -220,9 +224,9 @@ def _undo_or_explain(
 
 
 def _undo(
-    config: Config, led: Ledger, target: DockerTarget, intent: Intent, status: str, why: str, repoint: bool
+    config: Config, led: Ledger, target: Target, intent: Intent, status: str, why: str, repoint: bool
 ) -> None:
-    """Back to what the ledger says serves: new container gone, frontend on the current release.
+    """Back to what the ledger says serves: new instances gone, frontend on the current release.
 
     `repoint` when the frontend may already point at the new container (the
     switch was under way).
@@ -230,16 +234,16 @@ def _undo(
     release = intent.release
     env = config.environment(release.environment)
     role = config.role(release.role)
-    if repoint and env.frontend_port and env.frontend_role == role.name:
+    if repoint and serves_frontend(env, role):
         current = led.current(env.name, role.name)
-        serving = target.find(env, current.tag) if current else None
-        if serving is not None or current is None:
+        serving = target.instances(env, tag=current.tag) if current else ()
+        if serving or current is None:
             target.switch(env, role, serving)
-    target.stop(intent.data.get("instance") or target.container_name(env, release.tag))
+    target.stop(env, release.tag)
     led.finish(intent, dataclasses.replace(release, status=status, detail=why))
 
 
-def _recover(config: Config, led: Ledger, target: DockerTarget, intent: Intent) -> None:
+def _recover(config: Config, led: Ledger, target: Target, intent: Intent) -> None:
     release = intent.release
     scope = f"recover {release.tag}"
     when = f"interrupted after '{intent.step}' (pid {intent.pid}, {intent.started})"
@@ -251,7 +255,7 @@ def _recover(config: Config, led: Ledger, target: DockerTarget, intent: Intent) 
     _undo(config, led, target, intent, ABORTED, f"{when}; undone by recovery", intent.step == "started")
 
 
-def recover_all(config: Config, target: DockerTarget | None = None) -> list[str]:
+def recover_all(config: Config, target: Target | None = None) -> list[str]:
     """Recover every intent whose command is gone (its lock is free); the tags recovered."""
     path = ledger.ledger_path(config)
     if not path.exists():
@@ -263,7 +267,8 @@ def recover_all(config: Config, target: DockerTarget | None = None) -> list[str]
             with ledger.locked(config, release.environment, release.role, wait=False) as free:
                 # Re-read under the lock: the holder may have finished meanwhile.
                 if free and any(i.tag == intent.tag for i in led.intents()):
-                    _recover(config, led, target or DockerTarget(config), intent)
+                    env = config.environment(release.environment)
+                    _recover(config, led, target or target_for(config, env), intent)
                     done.append(release.tag)
     return done
 

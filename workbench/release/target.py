@@ -1,0 +1,140 @@
+"""Where releases run: the deploy `Target` protocol and what every target shares.
+
+A target runs a release as a set of instances (one per replica) and points the
+environment's frontend at them. The release sequence (workbench/release/releases.py)
+speaks only this protocol, so the local Docker engine (workbench/release/docker.py)
+and a cloud are interchangeable per environment (`[environments.<env>] target`).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from workbench.core.config import Config, Environment, Role
+from workbench.core.errors import ConfigError
+
+ENV_LABEL = "workbench.environment"
+RELEASE_LABEL = "workbench.release"
+REPLICA_LABEL = "workbench.replica"
+FRONTEND_ROLE = "frontend"
+# Sent by the frontend with each answer: which backend served it.
+UPSTREAM_HEADER = "X-Workbench-Upstream"
+UPSTREAM_NAME = "workbench_frontend"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running replica of a release: what the target needs to find it again."""
+
+    name: str  # the container's (or server's) name
+    tag: str  # the release it runs (`app-12`)
+    role: str
+    environment: str
+    host: str  # its address inside the environment's network ("" when it has none)
+    address: str  # host:port of the role's first port, "" for roles without ports
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to start: a role's image as a given release in an environment."""
+
+    role: Role
+    environment: Environment
+    tag: str
+    version: int
+    image_id: str
+    digest: str
+
+    @property
+    def replicas(self) -> int:
+        return self.environment.replicas
+
+
+class Target(Protocol):
+    """A place releases are deployed to: the local engine, or a cloud."""
+
+    kind: str
+
+    def names(self, plan: Plan) -> tuple[str, ...]:
+        """The instances `start(plan)` will make, for progress and the ledger."""
+        ...
+
+    def start(self, plan: Plan) -> tuple[Instance, ...]:
+        """Start every replica of the release beside what runs now; never switch traffic."""
+        ...
+
+    def wait_healthy(self, plan: Plan, instances: Sequence[Instance]) -> None:
+        """Return once every instance passes the role's health check; DeployFailed otherwise."""
+        ...
+
+    def switch(self, environment: Environment, role: Role, instances: Sequence[Instance]) -> None:
+        """Send the environment's requests for `role` to `instances` (none: nothing serves)."""
+        ...
+
+    def stop(self, environment: Environment, tag: str) -> None:
+        """Stop and remove every instance of release `tag`, running or not; nothing if none is left."""
+        ...
+
+    def instances(self, environment: Environment, role: str | None = None, tag: str | None = None) -> tuple[
+        Instance, ...
+    ]:
+        """The running instances of the environment, of one role, or of one release."""
+        ...
+
+
+def target_for(config: Config, environment: Environment) -> Target:
+    """The target an environment names (`[environments.<env>] target`)."""
+    if environment.target == "docker":
+        from workbench.release.docker import DockerTarget
+
+        return DockerTarget(config)
+    raise ConfigError(f"[environments.{environment.name}] target = {environment.target!r}: no such deploy target")
+
+
+def environment_variables(plan: Plan) -> dict[str, str]:
+    """What an instance is told at deploy time: per-environment settings, then what it runs."""
+    return {
+        **plan.environment.variables,
+        "WORKBENCH_RELEASE": plan.tag,
+        "WORKBENCH_VERSION": str(plan.version),
+        "WORKBENCH_ROLE": plan.role.name,
+        "WORKBENCH_ENVIRONMENT": plan.environment.name,
+    }
+
+
+def upstream_conf(addresses: Sequence[str]) -> str:
+    """The frontend's upstream block; with no release yet, a backend that refuses (502)."""
+    servers = "".join(f"    server {a};\n" for a in addresses) or "    server 127.0.0.1:1;\n"
+    return f"# Written by the workbench at each switch (workbench/release/target.py).\nupstream {UPSTREAM_NAME} {{\n" \
+        f"{servers}}}\n"
+
+
+def serves_frontend(environment: Environment, role: Role) -> bool:
+    """Whether a switch of `role` in `environment` moves its frontend."""
+    return bool(environment.frontend_port) and environment.frontend_role == role.name
+
+
+def probe(url: str) -> tuple[bool, str]:
+    """(answered 200, what happened) for one GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200, f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(getattr(exc, "reason", exc))
+
+
+def upstream_of(url: str) -> str | None:
+    """Which backend the frontend used for one GET (its X-Workbench-Upstream header)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.headers.get(UPSTREAM_HEADER)
+    except urllib.error.HTTPError as exc:
+        return exc.headers.get(UPSTREAM_HEADER)
+    except (urllib.error.URLError, OSError):
+        return None
