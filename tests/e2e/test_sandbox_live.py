@@ -1,9 +1,10 @@
 """Sandboxes on the real Vagrant 2.3.4 and Docker engine, through the real `fab`.
 
 The checkout is a temporary copy of tests/e2e/sandbox_tree (two roles whose
-states need no packages, so a provision takes seconds); tests edit its salt/
-tree, never the repository's. Everything runs under the session's prefix and
-state directory, so Vagrant's machines and containers collide with no one's.
+states need no packages, so a provision takes seconds) plus the project's
+Vagrantfile; tests edit its salt/ tree, never the repository's. Everything runs
+under the session's prefix and state directory, so Vagrant's machines and
+containers collide with no one's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def checkout(
     root = tmp_path_factory.mktemp("sandbox-checkout")
     shutil.copytree(TREE / "salt", root / "salt")
     shutil.copytree(TREE / "tests", root / "tests")
+    # Sandboxes use the checkout's own Vagrantfile: the one this project ships.
+    shutil.copy(REPO / "Vagrantfile", root / "Vagrantfile")
     data = tomllib.loads((TREE / "workbench.toml").read_text())
     repo = tomllib.loads((REPO / "workbench.toml").read_text())
     data["workbench"].update(prefix=wb_prefix, state_dir=str(wb_state))
