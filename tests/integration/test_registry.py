@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,3 +64,17 @@ def test_serving_stops_its_daemon_and_refuses_a_foreign_one(reg_config: tuple[wb
             pass
     assert not registry.answers("127.0.0.1", config.registry.port)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_down_never_signals_a_process_that_took_a_stale_pid(reg_config: tuple[wb_config.Config, Path]) -> None:
+    config, path = reg_config
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        (registry.directory(config)).mkdir(parents=True, exist_ok=True)
+        (registry.directory(config) / "registry.pid").write_text(f"{stranger.pid}\n")
+        assert registry.status(config) is None
+        assert "was not running" in fab("registry.down", config=path, check=True).stdout
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()

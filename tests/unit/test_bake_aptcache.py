@@ -1,11 +1,13 @@
-"""The package cache's configuration (rendering only; the daemon runs in the e2e tests)."""
+"""The package cache's configuration and its orphan check (the daemon itself runs in the e2e tests)."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 from workbench.build import aptcache, ca
-from workbench.core import config
+from workbench.core import config, run
 
 
 def make_config(tmp_path: Path, **cache: object) -> config.Config:
@@ -47,3 +49,18 @@ def test_host_cas_are_copied_flat(tmp_path: Path) -> None:
     names = ca.copy_into(tmp_path / "out", src)
     assert names == ["corp-proxy.crt"]
     assert (tmp_path / "out" / "corp-proxy.crt").read_text() == "cert"
+
+
+def test_an_orphan_pid_file_naming_another_process_signals_nothing(tmp_path: Path) -> None:
+    # The killed bake's cache is long gone; its pid now runs someone else's program.
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        base = tmp_path / "state" / "aptcache"
+        pid_file = run.PidFile(base / "daemon.pid", "apt-cacher-ng", str(base / "conf"))
+        pid_file.write(stranger.pid)
+        aptcache._stop_orphan(pid_file)
+        time.sleep(0.2)
+        assert stranger.poll() is None and not pid_file.path.exists()
+    finally:
+        stranger.kill()
+        stranger.wait()

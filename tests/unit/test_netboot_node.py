@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +208,27 @@ def test_stop_removes_what_a_killed_node_left(cfg: wb_config.Config, monkeypatch
     assert node.stop(cfg) == ["removed namespace nbunit-nbr", "removed namespace nbunit-nb"]
     # The proxy-mode test's stand-in router goes too.
     assert removed == ["nbunit-nbr", "nbunit-nb"] and not (state / "node.json").exists()
+
+
+def test_stop_signals_no_recorded_pid_that_is_not_the_nodes(
+    cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node killed outright, long ago: its pids now belong to other programs.
+    strangers = [subprocess.Popen(["sleep", "60"]) for _ in range(4)]
+    try:
+        pids = dict(zip(("http", "nfs", "dnsmasq"), (p.pid for p in strangers), strict=False))
+        record = {"netns": "x", "pids": pids, "serve": strangers[3].pid, "interface": ""}
+        state = node.node_dir(cfg)
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "node.json").write_text(json.dumps(record))
+        monkeypatch.setattr(netns, "remove", lambda name: False)
+        assert node.stop(cfg, timeout=1) == []
+        time.sleep(0.2)
+        assert [p.poll() for p in strangers] == [None] * 4, "every stranger survives"
+    finally:
+        for proc in strangers:
+            proc.kill()
+            proc.wait()
 
 
 def test_live_inputs_change_with_the_states(cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:

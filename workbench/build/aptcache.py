@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import signal
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +21,7 @@ from pathlib import Path
 
 from workbench.core import engine, progress, run
 from workbench.core.config import Config
-from workbench.core.errors import CommandFailed, WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 READY_TIMEOUT = 15.0
 SUPPORT_DIR = "/usr/lib/apt-cacher-ng"
@@ -141,8 +138,8 @@ def _running(config: Config) -> Iterator[PackageCache]:
         except BlockingIOError:
             progress.detail(f"waiting for another bake's package cache ({base}) to stop")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        pid_file = base / "daemon.pid"
-        _stop_orphan(pid_file, conf_dir)
+        pid_file = run.PidFile(base / "daemon.pid", "apt-cacher-ng", str(conf_dir))
+        _stop_orphan(pid_file)
         gateway = engine.bridge_gateway()
         port = _pick_port(config.cache.port, gateway)
         offline = config.cache.offline or not mirror_reachable(config)
@@ -154,34 +151,31 @@ def _running(config: Config) -> Iterator[PackageCache]:
             (conf_dir / name).write_text(text)
         argv = [run.which("apt-cacher-ng"), "-c", str(conf_dir)]
         daemon = run.spawn(argv, log=base / "log" / "foreground.log")
-        pid_file.write_text(f"{daemon.pid}\n")
+        pid_file.write(daemon.pid)
         try:
-            _wait_ready(daemon, port)
+            run.wait_until(
+                lambda: _listens(port),
+                timeout=READY_TIMEOUT,
+                what=f"the package cache (apt-cacher-ng on port {port})",
+                daemon=daemon,
+            )
             progress.detail(f"package cache: apt-cacher-ng on 127.0.0.1:{port} and {gateway}:{port} (data {base}/data)")
             yield PackageCache(port=port, gateway=gateway)
         finally:
             daemon.stop()
+            pid_file.clear()
 
 
 # The highest port apt-cacher-ng can listen on (it keeps the port in a signed short).
 MAX_PORT = 32767
 
 
-def _stop_orphan(pid_file: Path, conf_dir: Path) -> None:
+def _stop_orphan(pid_file: run.PidFile) -> None:
     """Stop a cache left running by a bake that was killed outright (we hold the lock now)."""
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError):
-        return
-    if "apt-cacher-ng" in cmdline and str(conf_dir) in cmdline:
+    pid = pid_file.running()
+    if pid is not None:
         progress.detail(f"package cache: stopping the one a killed bake left running (pid {pid})")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.1)
+    pid_file.stop(grace=5.0)
 
 
 def _pick_port(preferred: int, gateway: str) -> int:
@@ -208,18 +202,7 @@ def _bindable(port: int, gateway: str) -> bool:
     return True
 
 
-def _wait_ready(daemon: run.Daemon, port: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if not daemon.alive():
-            raise WorkbenchError(f"the package cache (apt-cacher-ng) did not start: {daemon.failure()}")
-        with socket.socket() as probe:
-            probe.settimeout(0.5)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    daemon.stop()
-    raise WorkbenchError(
-        f"the package cache (apt-cacher-ng) did not listen on port {port} within {READY_TIMEOUT:.0f}s: "
-        f"{CommandFailed(daemon.argv, 0, READY_TIMEOUT, daemon.tail())}"
-    )
+def _listens(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

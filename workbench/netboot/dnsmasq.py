@@ -8,7 +8,6 @@ fetches everything else over HTTP.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,24 +159,19 @@ def running(conf: Path, log: Path, netns: str | None, ready: str, timeout: float
     check(conf, netns)
     prefix = ["ip", "netns", "exec", netns] if netns else []
     log.parent.mkdir(parents=True, exist_ok=True)
-    with run.serving(
-        [*prefix, *argv(conf)], log=log.with_suffix(".out"), ready=lambda d: _wait_ready(d, log, ready, timeout)
-    ) as daemon:
+
+    def started(daemon: run.Daemon) -> None:
+        run.wait_until(
+            lambda: ready in "\n".join(_log_tail(log, 50)),
+            timeout=timeout,
+            what="dnsmasq",
+            daemon=daemon,
+            error=NetbootError,
+            hints={"in use": "is another DHCP/DNS server bound there? (ports 53, 67, 69)"},
+        )
+
+    with run.serving([*prefix, *argv(conf)], log=log.with_suffix(".out"), own_log=log, ready=started) as daemon:
         yield daemon
-
-
-def _wait_ready(daemon: run.Daemon, log: Path, ready: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not daemon.alive():
-            tail = "\n".join(f"  | {line}" for line in [*daemon.tail(), *_log_tail(log)])
-            hint = " (is another DHCP/DNS server bound there? ports 53, 67, 69)" if "in use" in tail else ""
-            raise NetbootError(f"dnsmasq exited at start{hint}:\n{tail}")
-        if ready in "\n".join(_log_tail(log, 50)):
-            return
-        time.sleep(0.1)
-    daemon.stop()
-    raise NetbootError(f"dnsmasq did not report ready within {timeout:.0f}s (log: {log})")
 
 
 def _log_tail(path: Path, lines: int = 10) -> list[str]:

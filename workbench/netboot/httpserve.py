@@ -129,28 +129,23 @@ def serving(
     ]
     out = state / "http.out"
     out.unlink(missing_ok=True)
-    with run.serving(
-        argv, log=out, cwd=state, ready=lambda d: _wait_ready(d, bind, port, timeout)
-    ) as daemon:
+    in_use = (
+        f"the HTTP port {bind}:{port} is already in use: stop what holds it "
+        "(`fab netboot.stop` if it is an earlier node) or set [network] http_port in the inventory"
+    )
+
+    def ready(daemon: run.Daemon) -> None:
+        run.wait_until(
+            lambda: READY in "\n".join(daemon.tail()),
+            timeout=timeout,
+            what="the HTTP server",
+            daemon=daemon,
+            error=NetbootError,
+            hints={PORT_IN_USE: in_use},
+        )
+
+    with run.serving(argv, log=out, cwd=state, ready=ready) as daemon:
         yield daemon
-
-
-def _wait_ready(daemon: run.Daemon, bind: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = "\n".join(daemon.tail())
-        if READY in text:
-            return
-        if not daemon.alive():
-            if PORT_IN_USE in text:
-                raise NetbootError(
-                    f"the HTTP port {bind}:{port} is already in use: stop what holds it "
-                    "(`fab netboot.stop` if it is an earlier node) or set [network] http_port in the inventory"
-                )
-            raise NetbootError(f"the HTTP server exited at start: {daemon.failure()}")
-        time.sleep(0.05)
-    daemon.stop()
-    raise NetbootError(f"the HTTP server did not start within {timeout:.0f}s (log: {daemon.log})")
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

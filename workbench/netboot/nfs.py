@@ -8,7 +8,6 @@ rpcbind, no mountd, one TCP port. Graceless, so a fresh node serves at once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,24 +91,25 @@ def serving(plan: Plan, subnet: str, netns: str, timeout: float = 30.0) -> Itera
     (plan.state / "recovery").mkdir(parents=True, exist_ok=True)
     plan.conf.write_text(config_text(plan, subnet))
     plan.log.unlink(missing_ok=True)
+
+    def ready(daemon: run.Daemon) -> None:
+        run.wait_until(
+            lambda: READY in _read(plan.log),
+            timeout=timeout,
+            what="the NFS server (ganesha.nfsd)",
+            daemon=daemon,
+            error=NetbootError,
+            hints={"Address already in use": "is port 2049 taken?"},
+        )
+
     with run.serving(
-        ["ip", "netns", "exec", netns, *argv(plan)],
-        log=plan.state / "ganesha.out",
-        ready=lambda d: _wait_ready(d, plan, timeout),
+        ["ip", "netns", "exec", netns, *argv(plan)], log=plan.state / "ganesha.out", own_log=plan.log, ready=ready
     ) as daemon:
         yield daemon
 
 
-def _wait_ready(daemon: run.Daemon, plan: Plan, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = plan.log.read_text(errors="replace") if plan.log.exists() else ""
-        if READY in text:
-            return
-        if not daemon.alive():
-            tail = "\n".join(f"  | {line}" for line in text.splitlines()[-15:])
-            hint = " (is port 2049 taken?)" if "Address already in use" in text else ""
-            raise NetbootError(f"the NFS server (ganesha.nfsd) exited at start{hint}; log {plan.log}:\n{tail}")
-        time.sleep(0.1)
-    daemon.stop()
-    raise NetbootError(f"the NFS server did not report ready within {timeout:.0f}s (log: {plan.log})")
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

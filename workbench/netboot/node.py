@@ -12,16 +12,15 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from workbench.core import progress
+from workbench.core import progress, run
 from workbench.core.config import Config
-from workbench.core.errors import NetbootError
 from workbench.netboot import boot, dnsmasq, httpserve, netns, nfs, uplink
 from workbench.netboot.artifacts import LiveImage, require_live
 from workbench.netboot.inventory import Inventory
@@ -36,6 +35,11 @@ class Running:
     pids: dict[str, int]
     # The macvlan on the LAN behind a host interface, when serving one (uplink.py).
     lan: uplink.Uplink | None = None
+
+
+# What each daemon of the record runs: `stop` signals a recorded pid only while that
+# process still runs this program on a file of the node's directory (`run.owns`).
+PROGRAMS = {"http": "workbench.netboot.httpserve", "nfs": "ganesha.nfsd", "dnsmasq": "dnsmasq"}
 
 
 def node_dir(config: Config) -> Path:
@@ -135,24 +139,32 @@ def serve(config: Config, inv: Inventory, until: threading.Event | None = None, 
 
 
 def stop(config: Config, timeout: float = 20.0) -> list[str]:
-    """End a running node (and anything a killed one left); what was done, one line each."""
+    """End a running node (and anything a killed one left); what was done, one line each.
+
+    Nothing is signalled on the record's word alone: a daemon only while `run.owns`
+    says it still is one of this node's, the node's own process only while it is
+    the parent of one of them (pids are reused; a node killed outright leaves its
+    daemons to init, and its pid to whoever comes next).
+    """
     done: list[str] = []
     path = _state_file(config)
     data = serving(config)
+    marker = f"{node_dir(config)}/"
+    daemons = {
+        what: (pid, partial(run.owns, program=PROGRAMS.get(what, what), marker=marker))
+        for what, pid in data.get("pids", {}).items()
+    }
     serve_pid = data.get("serve")
-    if serve_pid and serve_pid != os.getpid() and _alive(serve_pid):
-        os.kill(serve_pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(serve_pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(serve_pid):
-            raise NetbootError(
-                f"the node (pid {serve_pid}) did not stop within {timeout:.0f}s; kill it and run stop again"
-            )
+
+    def holds_daemons(pid: int) -> bool:
+        return any(run.parent(daemon) == pid and ours(daemon) for daemon, ours in daemons.values())
+
+    # SIGTERM: the node stops its daemons and removes its namespace itself; SIGKILL
+    # after `timeout` if it hangs, and what it left goes below.
+    if serve_pid and serve_pid != os.getpid() and run.stop_process(serve_pid, holds_daemons, grace=timeout):
         done.append(f"stopped the node (pid {serve_pid})")
-    for what, pid in data.get("pids", {}).items():
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+    for what, (pid, ours) in daemons.items():
+        if run.stop_process(pid, ours, grace=1.0, first=signal.SIGKILL):
             done.append(f"killed a leftover {what} (pid {pid})")
     # The lab test's stand-in router too; either may still hold a process of a killed run.
     for name in (netns.router_namespace_name(config.prefix), netns.namespace_name(config.prefix)):
@@ -160,12 +172,3 @@ def stop(config: Config, timeout: float = 20.0) -> list[str]:
             done.append(f"removed namespace {name}")
     path.unlink(missing_ok=True)
     return done
-
-
-def _alive(pid: int) -> bool:
-    # A zombie or a recycled pid is not our node: check the process is ours and running.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -13,9 +13,6 @@ uses the running one or starts it in the background.
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -104,24 +101,11 @@ def answers(host: str, port: int) -> bool:
         return False
 
 
-def _wait_ready(config: Config, daemon: run.Daemon) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if not daemon.alive():
-            raise ReleaseError(f"the registry did not start: {daemon.failure()}")
-        if answers(config.registry.host, config.registry.port):
-            return
-        time.sleep(0.1)
-    daemon.stop()
-    raise ReleaseError(f"the registry did not answer on {config.registry.host}:{config.registry.port} "
-                       f"within {READY_TIMEOUT:.0f}s (log: {daemon.log})")
-
-
 def _refuse_foreign(config: Config) -> None:
     if answers(config.registry.host, config.registry.port):
         raise ReleaseError(
             f"something else already answers on {config.registry.host}:{config.registry.port} "
-            f"(not this workbench's registry, which keeps its pid in {_pid_file(config)}): "
+            f"(not this workbench's registry, which keeps its pid in {_pid_file(config).path}): "
             f"stop it, or set another [registry] port in {config.path}"
         )
 
@@ -130,7 +114,14 @@ def _start(config: Config) -> run.Daemon:
     path = _write_config(config)
     _refuse_foreign(config)
     daemon = run.spawn(["docker-registry", "serve", str(path)], log=directory(config) / "registry.log")
-    _wait_ready(config, daemon)
+    host, port = config.registry.host, config.registry.port
+    run.wait_until(
+        lambda: answers(host, port),
+        timeout=READY_TIMEOUT,
+        what=f"the registry (docker-registry on {host}:{port})",
+        daemon=daemon,
+        error=ReleaseError,
+    )
     return daemon
 
 
@@ -147,24 +138,14 @@ def serving(config: Config) -> Iterator[Registry]:
 # --- in the background -------------------------------------------------------
 
 
-def _pid_file(config: Config) -> Path:
-    return directory(config) / "registry.pid"
-
-
-def _running_pid(config: Config) -> int | None:
-    """The pid in the pid file, if that process is our docker-registry."""
-    try:
-        pid = int(_pid_file(config).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    ours = str(directory(config) / "config.yml").encode()
-    return pid if any(b"docker-registry" in part for part in cmdline) and ours in cmdline else None
+def _pid_file(config: Config) -> run.PidFile:
+    """Ours is the docker-registry serving this workbench's config.yml."""
+    return run.PidFile(directory(config) / "registry.pid", "docker-registry", str(directory(config) / "config.yml"))
 
 
 def status(config: Config) -> Registry | None:
     """The background registry, if it runs and answers."""
-    pid = _running_pid(config)
+    pid = _pid_file(config).running()
     if pid is None or not answers(config.registry.host, config.registry.port):
         return None
     return Registry(config.registry.host, config.registry.port, pid)
@@ -183,36 +164,14 @@ def up(config: Config) -> tuple[Registry, bool]:
             return running, False
         progress.step("registry", f"starting docker-registry on {config.registry.host}:{config.registry.port}")
         daemon = _start(config)
-        _pid_file(config).write_text(f"{daemon.pid}\n")
+        _pid_file(config).write(daemon.pid)
         progress.detail(f"data in {directory(config) / 'data'}, log in {daemon.log}")
         return Registry(config.registry.host, config.registry.port, daemon.pid), True
 
 
 def down(config: Config) -> bool:
     """Stop the background registry; False if none was running."""
-    pid = _running_pid(config)
-    _pid_file(config).unlink(missing_ok=True)
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        if _reap(pid):
-            break
-        time.sleep(0.05)
-    else:
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
-    return True
-
-
-def _reap(pid: int) -> bool:
-    """Collect the exit of a child we started in this process (tests do); True once gone."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == pid
-    except ChildProcessError:
-        return False
+    return _pid_file(config).stop() is not None
 
 
 def ensure(config: Config) -> Registry:
