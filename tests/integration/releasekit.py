@@ -54,6 +54,47 @@ ThreadingHTTPServer(("", 80), Handler).serve_forever()
 '''
 
 
+# A stateful stand-in: answers /health, keeps rows in /srv/data (its data path), and
+# notes in /srv/data/starts which release started on that data, and when.
+FAKE_STORE = '''\
+import json, os, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DATA = "/srv/data"
+RELEASE = os.environ.get("WORKBENCH_RELEASE", "")
+with open(os.path.join(DATA, "starts"), "a") as log:
+    log.write(f"{RELEASE} {time.time()}\\n")
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/health":
+            code = int(os.environ.get("FAKEAPP_STATUS", "200"))
+            self.reply(code, {"release": RELEASE})
+            return
+        with open(os.path.join(DATA, "rows")) as rows:
+            self.reply(200, {"release": RELEASE, "rows": rows.read().split()})
+
+    def do_POST(self):
+        with open(os.path.join(DATA, "rows"), "a") as rows:
+            rows.write(self.path.strip("/") + "\\n")
+        self.reply(200, {"release": RELEASE})
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("", 80), Handler).serve_forever()
+'''
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,6 +160,14 @@ def make_image(
 def make_app(config: Config, base: str, version: int, **kwargs: Any) -> str:
     files = {"/usr/local/bin/fakeapp.py": FAKE_APP, "/etc/fakeapp-version": f"{version}\n"}
     return make_image(config, base, "app", version, files=files, command=["python3", "/usr/local/bin/fakeapp.py"],
+                      **kwargs)
+
+
+def make_store(config: Config, base: str, version: int, **kwargs: Any) -> str:
+    """`<prefix>/store:<version>`: the stateful stand-in, its data path holding one row baked in."""
+    files = {"/usr/local/bin/fakestore.py": FAKE_STORE, "/srv/data/rows": "from-the-image\n",
+             "/srv/data/starts": ""}
+    return make_image(config, base, "store", version, files=files, command=["python3", "/usr/local/bin/fakestore.py"],
                       **kwargs)
 
 

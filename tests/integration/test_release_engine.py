@@ -283,7 +283,7 @@ def test_kill_9_before_the_switch_is_undone(env: Env) -> None:
     assert proc
     # The killed promote left its container and its intent; the next command undoes it.
     listed = env.fab("release.list", check=True)
-    assert "recover" in listed.stdout
+    assert "recover" in listed.stderr
     last = env.history()[-1]
     assert last.status == "aborted" and "interrupted after 'started'" in last.detail
     assert ledger_current(env) == current

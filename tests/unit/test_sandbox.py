@@ -155,7 +155,7 @@ def test_watcher_reads_a_successful_run(capsys: pytest.CaptureFixture[str]) -> N
     assert [s.id for s in run.states] == ["workbench-init", "web-page", "web-service"]
     assert [s.id for s in run.changed()] == ["web-page"]
     assert watcher.restart
-    shown = capsys.readouterr().out
+    shown = capsys.readouterr().err
     assert "state /srv/web/index.html" in shown
     assert "Calling roots find_file" not in shown and "+hello from web" not in shown
 
@@ -165,7 +165,7 @@ def test_watcher_reads_a_failed_state(capsys: pytest.CaptureFixture[str]) -> Non
     run = salt.parse_state_run(watcher.result())
     assert [s.id for s in run.failed] == ["web-broken"]
     assert not watcher.restart
-    assert "[ERROR   ] Command 'false' failed with return code: 1" in capsys.readouterr().out
+    assert "[ERROR   ] Command 'false' failed with return code: 1" in capsys.readouterr().err
 
 
 def test_watcher_reads_a_render_error() -> None:

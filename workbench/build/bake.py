@@ -24,6 +24,7 @@ import os
 import secrets
 import shlex
 import shutil
+import sys
 import tarfile
 import threading
 import time
@@ -311,7 +312,7 @@ def _printer(prefix: str) -> Callable[[str], None]:
 
     def out(line: str) -> None:
         with _print_lock:
-            print(f"{lead}{line}", flush=True)
+            print(f"{lead}{line}", file=sys.stderr, flush=True)
 
     return out
 

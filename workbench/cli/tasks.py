@@ -8,6 +8,7 @@ fabfile.py re-exports it for Fabric's own `fab`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -650,9 +651,42 @@ def release_prune(c, dry_run=False):
     print(f"{len(removed)} image(s) {verb}")
 
 
+@wb(
+    name="down",
+    help={
+        "env": "the environment to take down",
+        "role": "only this role's release",
+        "purge_data": "also delete the data volumes of stateful roles (a database is gone for good)",
+        "json": _JSON,
+    },
+)
+def release_down(c, env="", role="", purge_data=False, json=False):
+    """Stop what an environment runs (frontend included) through its deploy target; data volumes stay."""
+    from workbench.core.errors import ConfigError
+    from workbench.core.progress import human_size
+    from workbench.release import releases as release
+
+    if not env:
+        raise ConfigError("release.down needs --env (e.g. fab release.down --env staging)")
+    result = release.down(_config(), env, role or None, purge_data=purge_data)
+    if json:
+        _print_json(dataclasses.asdict(result))
+        return
+    for name in result.stopped:
+        print(f"stopped {name}")
+    what = f"{role} in {env}" if role else env
+    marked = ", ".join(result.roles) or "nothing was serving"
+    print(f"{what} is down ({marked}); the ledger keeps every record, the next promote brings it back")
+    for volume in result.kept:
+        size = f", {human_size(volume.size)}" if volume.size >= 0 else ""
+        print(f"kept {volume.name} ({volume.path} of {volume.role}{size}): --purge-data deletes it")
+    for volume in result.purged:
+        print(f"deleted {volume.name} ({volume.path} of {volume.role} in {env})")
+
+
 release_ns = Collection(
     "release", release_promote, release_rollback, release_list, release_history, release_show, release_diff,
-    release_pin, release_prune,
+    release_pin, release_prune, release_down,
 )
 
 

@@ -140,6 +140,11 @@ class Role:
     )
     aliases: tuple[str, ...] = setting([], "Other names for the role in host names (`hv` for hypervisor).")
     formulas: tuple[str, ...] = setting([], "Extra state roots (formula directories) for this role.")
+    data: tuple[str, ...] = setting(
+        [],
+        "Paths that hold the role's data (`/var/lib/mysql`): each environment keeps one volume per path, "
+        "filled from the image at the first promote and mounted by every later release and rollback.",
+    )
     idempotence_exempt: tuple[str, ...] = setting(
         [], "State IDs allowed to report changes on the second run."
     )
@@ -421,6 +426,13 @@ def _cross_checks(config: Config) -> list[str]:
         tests = config.root / role.tests_path
         if not tests.is_file():
             problems.append(f"[roles.{role.name}] tests = {role.tests_path!r}: no such file under {config.root}")
+        seen_data: set[str] = set()
+        for data in role.data:
+            if not data.startswith("/") or data.rstrip("/") == "" or ".." in data.split("/"):
+                problems.append(f"[roles.{role.name}] data: {data!r} must be an absolute path below / (no '..')")
+            elif data.rstrip("/") in seen_data:
+                problems.append(f"[roles.{role.name}] data: {data!r} is listed twice")
+            seen_data.add(data.rstrip("/"))
         for formula in role.formulas:
             if not (config.root / formula).is_dir():
                 problems.append(f"[roles.{role.name}] formulas: {formula!r} is not a directory under {config.root}")

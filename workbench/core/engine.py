@@ -66,6 +66,11 @@ def containers(labels: dict[str, str]) -> list[Container]:
     return list(client().containers.list(all=True, filters=filters))
 
 
+def containers_using(volume: str, running_only: bool = True) -> list[Container]:
+    """The containers that mount the named volume (running ones only, by default)."""
+    return list(client().containers.list(all=not running_only, filters={"volume": volume}))
+
+
 def remove_image(ref: str) -> None:
     """Remove an image (and its tag); a missing image is not an error."""
     try:

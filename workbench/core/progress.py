@@ -1,8 +1,9 @@
 """Progress lines for long work: one line per step as it starts, a summary at the end.
 
 The core reports through these functions; the Fabric layer prints results and
-errors. Output goes to stdout, flushed, so it interleaves correctly with the
-streamed output of Packer, Salt and debootstrap.
+errors. Progress goes to stderr, flushed, so it interleaves correctly with the
+streamed output of Packer, Salt and debootstrap (also on stderr), and stdout
+carries results only: `fab x --json | jq` works whatever the command did first.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from contextlib import contextmanager
 
 def step(scope: str, message: str) -> None:
     """`==> [bake app] provision: applying base, app`"""
-    sys.stdout.write(f"==> [{scope}] {message}\n")
-    sys.stdout.flush()
+    sys.stderr.write(f"==> [{scope}] {message}\n")
+    sys.stderr.flush()
 
 
 def detail(message: str) -> None:
-    sys.stdout.write(f"    {message}\n")
-    sys.stdout.flush()
+    sys.stderr.write(f"    {message}\n")
+    sys.stderr.flush()
 
 
 @contextmanager

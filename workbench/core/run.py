@@ -115,8 +115,8 @@ LineHandler = Callable[[str], None]
 
 
 def _print_indented(line: str) -> None:
-    sys.stdout.write(f"    {line}\n")
-    sys.stdout.flush()
+    sys.stderr.write(f"    {line}\n")
+    sys.stderr.flush()
 
 
 def stream(

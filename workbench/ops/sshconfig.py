@@ -67,7 +67,7 @@ def _pool_hosts(config: Config) -> tuple[list[Host], list[Host]]:
 def _release_hosts(config: Config) -> tuple[list[Host], list[str]]:
     """The releases serving now, at their instances' addresses; notes on those without one."""
     from workbench.release import ledger
-    from workbench.release.target import target_for
+    from workbench.release.releases import target_for
 
     if not ledger.ledger_path(config).is_file():
         return [], []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 import tarfile
 import time
 from collections.abc import Sequence
@@ -28,8 +29,10 @@ from workbench.release.target import (
     FRONTEND_ROLE,
     RELEASE_LABEL,
     REPLICA_LABEL,
+    DataVolume,
     Instance,
     Plan,
+    data_slug,
     environment_variables,
     probe,
     serves_frontend,
@@ -42,6 +45,9 @@ UPSTREAM_DIR = "/etc/nginx/workbench"
 UPSTREAM_FILE = "upstream.conf"
 HEALTH_TIMEOUT = 90.0
 DRAIN_TIMEOUT = 15.0
+# How long monit gets to stop a role's services (MariaDB flushes its buffers).
+QUIESCE_TIMEOUT = 120.0
+DATA_LABEL = "workbench.data"
 
 
 class DockerTarget:
@@ -114,6 +120,9 @@ class DockerTarget:
             engine.remove_container(stale)
         # Pools the role uses (workbench/core/pools.py): variables and a read-only mount.
         extra = pools.container_options(self.config, plan.role.name, plan.environment.name)
+        mounts = dict(extra.get("volumes") or {})
+        for volume in self._ensure_data(plan):
+            mounts[volume.name] = {"bind": volume.path, "mode": "rw"}
         started = []
         for replica, name in enumerate(self.names(plan), start=1):
             try:
@@ -124,7 +133,7 @@ class DockerTarget:
                     hostname=f"{plan.role.name}.{plan.environment.name}.{self.config.workbench.domain}",
                     network=network,
                     environment={**extra.get("environment", {}), **environment_variables(plan)},
-                    volumes=extra.get("volumes") or None,
+                    volumes=mounts or None,
                     labels={
                         **self._labels(plan.environment, plan.role.name, plan.tag),
                         REPLICA_LABEL: str(replica),
@@ -156,6 +165,11 @@ class DockerTarget:
                                    f"{tail}")
             if plan.role.health:
                 ok, last = probe(f"http://{instance.address}{plan.role.health}")
+                if ok:
+                    return
+            elif instance.address:
+                # No HTTP check: the role's first port accepting connections is its sign of life.
+                ok, last = _accepts(instance.address)
                 if ok:
                     return
             elif time.monotonic() > settle:
@@ -190,6 +204,107 @@ class DockerTarget:
     ]:
         running = [c for c in self._release_containers(environment, role, tag) if c.status == "running"]
         return tuple(self._instance(c, environment) for c in sorted(running, key=lambda c: c.name))
+
+    def pause(self, environment: Environment, tag: str) -> None:
+        for container in self._release_containers(environment, tag=tag):
+            if container.status == "running":
+                _stop_services(container)
+                with contextlib.suppress(docker.errors.APIError):
+                    container.stop(timeout=30)
+
+    def resume(self, environment: Environment, tag: str) -> tuple[Instance, ...]:
+        for container in self._release_containers(environment, tag=tag):
+            if container.status == "running":
+                # A pause cut short (its command killed) may have stopped the services only.
+                container.exec_run(["monit", "-B", "start", "all"])
+                continue
+            self._refuse_second_writer(container)
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                raise DeployFailed(f"cannot start {container.name} again: {exc.explanation}") from None
+        return self.instances(environment, tag=tag)
+
+    # --- data ----------------------------------------------------------------
+
+    def data_volume_name(self, environment: Environment, role: str, path: str) -> str:
+        return f"{self.prefix}-{environment.name}-{role}-{data_slug(path)}"
+
+    def data_volumes(self, environment: Environment, role: Role) -> tuple[DataVolume, ...]:
+        found = []
+        for path in role.data:
+            name = self.data_volume_name(environment, role.name, path)
+            try:
+                engine.client().volumes.get(name)
+            except docker.errors.NotFound:
+                continue
+            found.append(DataVolume(name, role.name, environment.name, path, _volume_size(name)))
+        return tuple(found)
+
+    def _ensure_data(self, plan: Plan) -> list[DataVolume]:
+        """The role's data volumes, made at its first promote into the environment.
+
+        Docker fills an empty named volume from the image's files at that path on
+        its first mount, so the first release starts from what the package's
+        postinst made (MariaDB's system tables); later releases find the data.
+        """
+        volumes = []
+        for path in plan.role.data:
+            name = self.data_volume_name(plan.environment, plan.role.name, path)
+            try:
+                engine.client().volumes.get(name)
+            except docker.errors.NotFound:
+                labels = {**self._labels(plan.environment, plan.role.name), DATA_LABEL: path}
+                engine.client().volumes.create(name, labels=labels)
+                progress.detail(f"data volume {name} for {path} made (filled from the image at first start)")
+            users = [c.name for c in engine.containers_using(name)]
+            if users:
+                raise DeployFailed(f"{', '.join(users)} still has {name} mounted: a second writer on the same data "
+                                   "is refused")
+            volumes.append(DataVolume(name, plan.role.name, plan.environment.name, path))
+        return volumes
+
+    def _refuse_second_writer(self, container: Container) -> None:
+        for mount in container.attrs.get("Mounts") or []:
+            if mount.get("Type") != "volume":
+                continue
+            name = mount.get("Name", "")
+            others = [c.name for c in engine.containers_using(name) if c.id != container.id]
+            if others:
+                raise DeployFailed(f"{', '.join(others)} still has {name} mounted: {container.name} is not started "
+                                   "beside it")
+
+    def remove_data(self, volume: DataVolume) -> None:
+        users = [c.name for c in engine.containers_using(volume.name, running_only=False)]
+        if users:
+            raise DeployFailed(f"{volume.name} is still used by {', '.join(users)}: take the release down first")
+        with contextlib.suppress(docker.errors.NotFound):
+            engine.client().volumes.get(volume.name).remove()
+
+    # --- taking an environment down ---------------------------------------------
+
+    def down(self, environment: Environment, role: str | None = None) -> tuple[str, ...]:
+        stopped = []
+        for container in self._release_containers(environment, role):
+            if container.status == "running" and container.labels.get(engine.ROLE_LABEL) in self._stateful():
+                _stop_services(container)
+            with contextlib.suppress(docker.errors.APIError):
+                container.stop(timeout=30)
+            engine.remove_container(container)
+            stopped.append(container.name)
+        if role is None:
+            frontend = self._container(self.frontend_name(environment))
+            if frontend is not None:
+                engine.remove_container(frontend)
+                stopped.append(frontend.name)
+            client = engine.client()
+            for network in client.networks.list(names=[self.network_name(environment)]):
+                with contextlib.suppress(docker.errors.APIError):
+                    network.remove()
+        return tuple(stopped)
+
+    def _stateful(self) -> set[str]:
+        return {name for name, role in self.config.roles.items() if role.data}
 
     def _release_containers(self, environment: Environment, role: str | None = None, tag: str | None = None) -> list[
         Container
@@ -326,3 +441,59 @@ def _wait_drained(container: Container) -> None:
             return
         time.sleep(0.05)
     raise DeployFailed(f"old nginx workers in {container.name} still busy after {DRAIN_TIMEOUT:.0f}s")
+
+
+def _accepts(address: str) -> tuple[bool, str]:
+    """(a TCP connection to host:port succeeds, what happened)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True, "connected"
+    except OSError as exc:
+        return False, str(exc)
+
+
+def _volume_size(name: str) -> int:
+    """Bytes the volume holds, from the engine's disk-usage report (-1 if it does not say)."""
+    try:
+        usage = engine.client().df().get("Volumes") or []
+    except docker.errors.APIError:
+        return -1
+    for volume in usage:
+        if volume.get("Name") == name:
+            return int((volume.get("UsageData") or {}).get("Size", -1))
+    return -1
+
+
+def _stop_services(container: Container) -> None:
+    """Have monit stop every service it supervises, and wait until it has.
+
+    `docker stop` alone ends monit, and with it PID 1, so the kernel kills what
+    is left: MariaDB would be killed mid-write instead of shut down. monit's own
+    stop runs each service's stop program (MariaDB gets SIGTERM and flushes).
+    Images without monit are left to `docker stop`.
+    """
+    code, _ = container.exec_run(["monit", "-B", "stop", "all"])
+    if code != 0:
+        return
+    deadline = time.monotonic() + QUIESCE_TIMEOUT
+    while time.monotonic() < deadline:
+        code, output = container.exec_run(["monit", "-B", "summary"])
+        if code == 0 and all(status == "Not monitored" for status in _monit_processes(output.decode())):
+            return
+        time.sleep(0.2)
+    raise DeployFailed(f"monit in {container.name} did not stop its services within {QUIESCE_TIMEOUT:.0f}s")
+
+
+def _monit_processes(summary: str) -> list[str]:
+    """Statuses of the process services in `monit -B summary`, whose lines look like:
+
+         Service Name                     Status                      Type
+         mariadb                          Not monitored               Process
+    """
+    statuses = []
+    for line in summary.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[:2] != ["Service", "Name"] and fields[-1] == "Process":
+            statuses.append(" ".join(fields[1:-1]))
+    return statuses

@@ -40,8 +40,9 @@ TAG_RE = re.compile(r"^(?P<role>[a-z][a-z0-9]*)-(?P<number>[1-9][0-9]*)$")
 RELEASED, FAILED, ABORTED = "released", "failed", "aborted"
 STATUSES = (RELEASED, FAILED, ABORTED)
 PROMOTE, ROLLBACK = "promote", "rollback"
-# Steps of a promote, in order; an intent records the last one completed.
-STEPS = ("allocated", "pushed", "started", "switched")
+# Steps of a promote, in order; an intent records the last one completed. A
+# stateful role pauses the release it replaces before starting the new one.
+STEPS = ("allocated", "pushed", "paused", "started", "switched")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +72,14 @@ CREATE TABLE IF NOT EXISTS intents (
     UNIQUE (environment, role)
 );
 CREATE TABLE IF NOT EXISTS pins (tag TEXT PRIMARY KEY, who TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS downs (
+    environment TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    who TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (environment, role)
+);
 """
 
 
@@ -237,6 +246,9 @@ class Ledger:
                  json.dumps(release.to_dict(), sort_keys=True)),
             )
             db.execute("DELETE FROM intents WHERE tag = ?", (intent.tag,))
+            if release.status == RELEASED:
+                # A release that serves brings its environment back up.
+                db.execute("DELETE FROM downs WHERE environment = ? AND role = ?", (release.environment, release.role))
         return release
 
     def intents(self, environment: str | None = None, role: str | None = None) -> list[Intent]:
@@ -256,7 +268,7 @@ class Ledger:
     # --- reading -----------------------------------------------------------
 
     def _select(self, where: str = "", args: tuple[Any, ...] = ()) -> list[Release]:
-        rows = self.db.execute(f"SELECT record FROM releases {where} ORDER BY seq", args).fetchall()
+        rows = self.db.execute(f"SELECT record FROM releases r {where} ORDER BY seq", args).fetchall()
         return [Release.from_dict(json.loads(r[0])) for r in rows]
 
     def get(self, tag: str) -> Release | None:
@@ -276,7 +288,9 @@ class Ledger:
         return self._select(where, tuple(args))
 
     def current(self, environment: str, role: str) -> Release | None:
-        """The release serving `role` in `environment`: its last successful record."""
+        """The release serving `role` in `environment`: its last successful record (None once taken down)."""
+        if self.is_down(environment, role):
+            return None
         found = self._select(
             "WHERE seq = (SELECT MAX(seq) FROM releases WHERE environment = ? AND role = ? AND status = ?)",
             (environment, role, RELEASED),
@@ -284,10 +298,28 @@ class Ledger:
         return found[0] if found else None
 
     def serving(self) -> list[Release]:
-        """The current release of every role in every environment."""
+        """The current release of every role in every environment that is not down."""
         return self._select(
-            "WHERE seq IN (SELECT MAX(seq) FROM releases WHERE status = ? GROUP BY environment, role)", (RELEASED,)
+            "WHERE seq IN (SELECT MAX(seq) FROM releases WHERE status = ? GROUP BY environment, role) "
+            "AND NOT EXISTS (SELECT 1 FROM downs d WHERE d.environment = r.environment AND d.role = r.role)",
+            (RELEASED,),
         )
+
+    # --- environments taken down -------------------------------------------------
+
+    def mark_down(self, environment: str, role: str, tag: str) -> None:
+        """Record that `tag` no longer serves `role` in `environment` (`release.down`); no record changes."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO downs (environment, role, tag, who, at) VALUES (?, ?, ?, ?, ?)",
+                       (environment, role, tag, who(), now()))
+
+    def downs(self) -> dict[tuple[str, str], str]:
+        """{(environment, role): the tag that served until it was taken down}."""
+        rows = self.db.execute("SELECT environment, role, tag FROM downs").fetchall()
+        return {(env, role): tag for env, role, tag in rows}
+
+    def is_down(self, environment: str, role: str) -> bool:
+        return (environment, role) in self.downs()
 
     # --- pins --------------------------------------------------------------
 

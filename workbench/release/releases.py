@@ -9,7 +9,10 @@ before the next begins:
     switched   the frontend sends requests to the new instances
 
 then the old instances stop and the final record replaces the intent in one
-transaction. A command that finds an intent left by a killed process (its lock
+transaction. A stateful role (`[roles.<r>] data`) never runs two instances on
+its data: it pauses the old release cleanly first (step `paused`), and a new
+release that does not become healthy is removed and the old one resumed on the
+same data. A command that finds an intent left by a killed process (its lock
 is free) recovers it before doing anything else: up to `started` it undoes the
 promote (new instances removed, frontend pointed back at the release the ledger
 names, record `aborted`); after `switched` it finishes it (old instances
@@ -19,19 +22,22 @@ says it serves. Where the instances run is the environment's deploy `Target`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from workbench.build import images
 from workbench.core import engine, progress
 from workbench.core.config import Config, Environment, Role
 from workbench.core.errors import ConfigError, DeployFailed, ReleaseError
 from workbench.release import ledger, registry
+from workbench.release.docker import DockerTarget
 from workbench.release.ledger import ABORTED, FAILED, PROMOTE, RELEASED, ROLLBACK, Intent, Ledger, Release
-from workbench.release.target import Plan, Target, serves_frontend, target_for
+from workbench.release.target import DataVolume, Instance, Plan, Target, serves_frontend
 
 # Test hook: stop for a while after a step, so a test can kill -9 us there.
 PAUSE_ENV = "WORKBENCH_PAUSE_AT"
@@ -42,6 +48,13 @@ def _pause(step: str) -> None:
     if os.environ.get(PAUSE_ENV) == step:
         progress.detail(f"paused after {step} ({PAUSE_ENV})")
         time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "300")))
+
+
+def target_for(config: Config, environment: Environment) -> Target:
+    """The deploy target an environment names (`[environments.<env>] target`)."""
+    if environment.target == "docker":
+        return DockerTarget(config)
+    raise ConfigError(f"[environments.{environment.name}] target = {environment.target!r}: no such deploy target")
 
 
 # --- promote and rollback ----------------------------------------------------
@@ -155,9 +168,14 @@ def _draft(
 
 
 def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> Release:
-    """Push, start, check, switch, stop the old: each step recorded before the next."""
+    """Push, (pause the old,) start, check, switch, stop the old: each step recorded before the next."""
     env = config.environment(draft.environment)
     role = config.role(draft.role)
+    if role.data and env.replicas > 1:
+        raise ConfigError(
+            f"role {role.name} keeps data ([roles.{role.name}] data) and runs one instance per environment, but "
+            f"[environments.{env.name}] replicas = {env.replicas}: set replicas = 1 there"
+        )
     intent = led.begin(draft)
     release = intent.release
     scope = f"{draft.action} {release.tag}"
@@ -171,6 +189,13 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
         release = dataclasses.replace(release, digest=digest)
         intent = led.advance(intent, "pushed", release)
         _pause("pushed")
+        if role.data and release.replaces:
+            # One writer on the data at a time: the old release stops before the new one starts.
+            progress.step(scope, f"stopping {release.replaces} cleanly (its data stays for {release.tag})")
+            switching = True
+            target.pause(env, release.replaces)
+            intent = led.advance(intent, "paused")
+            _pause("paused")
         plan = Plan(role, env, release.tag, release.version, release.image_id, digest)
         progress.step(scope, f"starting {', '.join(target.names(plan))} ({digest[:19]})")
         started = target.start(plan)
@@ -198,11 +223,14 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
 def _complete(config: Config, led: Ledger, target: Target, intent: Intent, release: Release) -> Release:
     env = config.environment(release.environment)
     replaced: dict[str, list[str]] = {}
+    if release.replaces:
+        # Paused, for a stateful role: not among the running instances.
+        replaced[release.replaces] = []
     for instance in target.instances(env, release.role):
         if instance.tag != release.tag:
             replaced.setdefault(instance.tag, []).append(instance.name)
     for old, names in replaced.items():
-        progress.step(f"{release.action} {release.tag}", f"stopping {', '.join(names)}")
+        progress.step(f"{release.action} {release.tag}", f"stopping {', '.join(names) or old}")
         target.stop(env, old)
     done = led.finish(intent, release)
     progress.step(f"{release.action} {release.tag}", f"{release.tag} serves {release.role} in {env.name}")
@@ -234,12 +262,15 @@ def _undo(
     release = intent.release
     env = config.environment(release.environment)
     role = config.role(release.role)
-    if repoint and serves_frontend(env, role):
-        current = led.current(env.name, role.name)
-        serving = target.instances(env, tag=current.tag) if current else ()
-        if serving or current is None:
-            target.switch(env, role, serving)
+    # The new instances go first: a stateful role's old release resumes on the same data.
     target.stop(env, release.tag)
+    current = led.current(env.name, role.name)
+    serving: tuple[Instance, ...] = ()
+    if current is not None:
+        # A stateful role's current release may be paused (or half-paused by a killed command).
+        serving = _resume(config, target, current) if role.data else target.instances(env, tag=current.tag)
+    if repoint and serves_frontend(env, role) and (serving or current is None):
+        target.switch(env, role, serving)
     led.finish(intent, dataclasses.replace(release, status=status, detail=why))
 
 
@@ -252,7 +283,19 @@ def _recover(config: Config, led: Ledger, target: Target, intent: Intent) -> Non
         _complete(config, led, target, intent, dataclasses.replace(release, detail=f"{when}; completed by recovery"))
         return
     progress.step(scope, f"{when}: undoing it")
-    _undo(config, led, target, intent, ABORTED, f"{when}; undone by recovery", intent.step == "started")
+    _undo(config, led, target, intent, ABORTED, f"{when}; undone by recovery", intent.step in ("paused", "started"))
+
+
+def _resume(config: Config, target: Target, release: Release) -> tuple[Instance, ...]:
+    """Run `release`'s paused instances (and their stopped services) again; healthy when it returns."""
+    env = config.environment(release.environment)
+    role = config.role(release.role)
+    resumed = target.resume(env, release.tag)
+    if resumed:
+        progress.step(f"resume {release.tag}", f"{release.tag} serves again on its data")
+        plan = Plan(role, env, release.tag, release.version, release.image_id, release.digest)
+        target.wait_healthy(plan, resumed)
+    return resumed
 
 
 def recover_all(config: Config, target: Target | None = None) -> list[str]:
@@ -327,6 +370,50 @@ def _image_of(config: Config, release: Release) -> str:
         f"the image of {release.tag} ({release.image_id[:19]}, {release.digest or 'never pushed'}) is gone: "
         "neither the local engine nor the registry holds it, so it cannot be rolled back to"
     )
+
+
+# --- taking an environment down ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Down:
+    """What `release.down` stopped, and the data it kept or deleted."""
+
+    environment: str
+    roles: tuple[str, ...]  # roles whose release no longer serves (the ledger marks them down)
+    stopped: tuple[str, ...]  # instances (and the frontend) stopped and removed
+    kept: tuple[DataVolume, ...]
+    purged: tuple[DataVolume, ...]
+
+
+def down(config: Config, env: str, role: str | None = None, purge_data: bool = False) -> Down:
+    """Stop what `env` runs (or one role of it); its data stays unless `purge_data`.
+
+    No record is removed: the ledger marks each role down, recovery never brings
+    it back, and the next promote or rollback does.
+    """
+    environment = config.environment(env)
+    roles = [config.role(role).name] if role else sorted(config.roles)
+    target = target_for(config, environment)
+    with ledger.opened(config) as led, contextlib.ExitStack() as locks:
+        for name in roles:
+            locks.enter_context(ledger.locked(config, environment.name, name))
+        for intent in led.intents(environment.name):
+            if intent.release.role in roles:
+                _recover(config, led, target, intent)
+        serving = {r.role: r for r in led.serving() if r.environment == environment.name and r.role in roles}
+        stopped = target.down(environment, role)
+        for name, release in sorted(serving.items()):
+            led.mark_down(environment.name, name, release.tag)
+        volumes = tuple(v for name in roles for v in target.data_volumes(environment, config.role(name)))
+        purged: tuple[DataVolume, ...] = ()
+        if purge_data:
+            for volume in volumes:
+                progress.step(f"down {environment.name}", f"deleting {volume.name}: the {volume.path} of "
+                              f"{volume.role} in {environment.name}, for good")
+                target.remove_data(volume)
+            purged, volumes = volumes, ()
+    return Down(environment.name, tuple(sorted(serving)), stopped, volumes, purged)
 
 
 # --- reading -----------------------------------------------------------------

@@ -3,7 +3,8 @@
 A target runs a release as a set of instances (one per replica) and points the
 environment's frontend at them. The release sequence (workbench/release/releases.py)
 speaks only this protocol, so the local Docker engine (workbench/release/docker.py)
-and a cloud are interchangeable per environment (`[environments.<env>] target`).
+and a cloud are interchangeable per environment (`[environments.<env>] target`,
+resolved by `releases.target_for`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from workbench.core.config import Config, Environment, Role
-from workbench.core.errors import ConfigError
+from workbench.core.config import Environment, Role
 
 ENV_LABEL = "workbench.environment"
 RELEASE_LABEL = "workbench.release"
@@ -36,6 +36,22 @@ class Instance:
     environment: str
     host: str  # its address inside the environment's network ("" when it has none)
     address: str  # host:port of the role's first port, "" for roles without ports
+
+
+@dataclass(frozen=True)
+class DataVolume:
+    """Where one data path of a stateful role lives in one environment."""
+
+    name: str
+    role: str
+    environment: str
+    path: str  # where instances mount it (`/var/lib/mysql`)
+    size: int = -1  # bytes, -1 when the target cannot tell
+
+
+def data_slug(path: str) -> str:
+    """`/var/lib/mysql` -> `var-lib-mysql`: a data path as part of a volume name."""
+    return "-".join(part for part in path.strip("/").split("/") if part) or "root"
 
 
 @dataclass(frozen=True)
@@ -85,14 +101,25 @@ class Target(Protocol):
         """The running instances of the environment, of one role, or of one release."""
         ...
 
+    def pause(self, environment: Environment, tag: str) -> None:
+        """Stop the release's instances cleanly (services shut down, not killed) and keep them for `resume`."""
+        ...
 
-def target_for(config: Config, environment: Environment) -> Target:
-    """The target an environment names (`[environments.<env>] target`)."""
-    if environment.target == "docker":
-        from workbench.release.docker import DockerTarget
+    def resume(self, environment: Environment, tag: str) -> tuple[Instance, ...]:
+        """Start a paused release's instances again, on the same data; () when none is left."""
+        ...
 
-        return DockerTarget(config)
-    raise ConfigError(f"[environments.{environment.name}] target = {environment.target!r}: no such deploy target")
+    def data_volumes(self, environment: Environment, role: Role) -> tuple[DataVolume, ...]:
+        """The volumes that hold the role's data in the environment (existing ones only)."""
+        ...
+
+    def remove_data(self, volume: DataVolume) -> None:
+        """Delete one data volume for good; DeployFailed while an instance uses it."""
+        ...
+
+    def down(self, environment: Environment, role: str | None = None) -> tuple[str, ...]:
+        """Stop every instance of the environment (of one role), the frontend with the whole environment."""
+        ...
 
 
 def environment_variables(plan: Plan) -> dict[str, str]:
