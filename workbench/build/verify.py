@@ -4,6 +4,12 @@ Not the build machine: the candidate is started as it will run (its own
 command, which starts the role's services), so the tests see what a release
 will see: a fresh container of a candidate image, or a fresh boot of a
 candidate qcow2 (reached over SSH). The container or VM goes whatever happens.
+
+The tests run on this machine, as their authors wrote them; their commands go
+over one channel into the candidate (`workbench.build.testchannel`), not one
+`docker exec` or ssh session each. Before they start, one probe inside the
+candidate returns as soon as the role's ports listen and its health path
+answers; a role without ports starts its tests at once.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.build import vm
+from workbench.build import channel, vm
 from workbench.core import engine, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import CommandFailed, VerifyFailed
@@ -34,16 +40,19 @@ class VerifyResult:
 
 
 def pytest_argv(config: Config, role: Role, hosts: Sequence[str]) -> list[str]:
-    """pytest with testinfra against `hosts` (`--hosts=docker://ID`), confined to tests/roles.
+    """pytest with testinfra against `hosts` (`--hosts=docker-channel://ID`), confined to tests/roles.
 
     `--confcutdir` keeps the repository's own tests/conftest.py (fixtures for
-    the workbench's tests) out of the role tests' run.
+    the workbench's tests) out of the role tests' run; the plugin gives the
+    channel backends.
     """
     roles_dir = config.root / "tests" / "roles"
     return [
         sys.executable,
         "-m",
         "pytest",
+        "-p",
+        channel.PLUGIN,
         f"--confcutdir={roles_dir}",
         "-p",
         "no:cacheprovider",
@@ -76,7 +85,7 @@ def verify(config: Config, role: Role, image: str, *, scope: str, on_line: Calla
     labels = {engine.PREFIX_LABEL: config.prefix, "workbench.verify.role": role.name}
     with engine.running(image, labels=labels, name=None) as container:
         _wait_ready(container, role, scope)
-        argv = pytest_argv(config, role, [f"--hosts=docker://{container.id}"])
+        argv = pytest_argv(config, role, [f"--hosts={channel.DOCKER_SCHEME}://{container.id}"])
 
         def log_tail() -> str:
             return str(container.logs(tail=20).decode(errors="replace").strip())
@@ -92,7 +101,8 @@ def verify_vm(
     start = time.monotonic()
     with vm.booted(config, disk, key, work, scope=scope) as machine:
         _wait_ready_vm(machine, role, scope)
-        argv = pytest_argv(config, role, [f"--hosts=ssh://{vm.HOST_ALIAS}", f"--ssh-config={machine.ssh_config}"])
+        hosts = [f"--hosts={channel.SSH_SCHEME}://{vm.HOST_ALIAS}", f"--ssh-config={machine.ssh_config}"]
+        argv = pytest_argv(config, role, hosts)
 
         def console() -> str:
             return "\n".join(vm.console_tail(machine.console, 20))
@@ -104,14 +114,22 @@ def verify_vm(
 def _run_tests(
     argv: list[str], config: Config, role: Role, on_line: Callable[[str], None], what: str, tail: Callable[[], str]
 ) -> str:
+    failures: list[str] = []
+
+    def line(text: str) -> None:
+        on_line(text)
+        if text.startswith(channel.FAILED_CHECK):
+            failures.append(text.removeprefix(channel.FAILED_CHECK).strip())
+
     try:
-        return run.stream(argv, on_line=on_line, cwd=config.root).stdout
+        return run.stream(argv, on_line=line, cwd=config.root).stdout
     except CommandFailed as exc:
         logs = tail()
+        failed = f"\n{_indent(chr(10).join(failures))}" if failures else ""
         hint = f"\n  last lines of the {what}:\n{_indent(logs)}" if logs else ""
         raise VerifyFailed(
             f"{role.name}: the candidate failed its tests ({role.tests_path}; output shown above, "
-            f"pytest exit code {exc.returncode}){hint}"
+            f"pytest exit code {exc.returncode}){failed}{hint}"
         ) from None
 
 
@@ -119,47 +137,75 @@ def _indent(text: str) -> str:
     return "\n".join(f"    | {line}" for line in text.splitlines())
 
 
-def _port_probe(role: Role) -> str:
-    return (
-        "import socket,sys\n"
-        f"for p in {list(role.ports)!r}:\n"
-        "    s=socket.socket(); s.settimeout(1)\n"
-        "    sys.exit(1) if s.connect_ex(('127.0.0.1',p)) else s.close()\n"
-    )
+def ready_probe(role: Role, timeout: float | None = None) -> str:
+    """Python (stdlib only) that returns once the role's ports listen on loopback and its
+    health path answers 200, trying every 50 ms; after `timeout` it exits 1 saying what
+    is still missing. Run inside the candidate, so one call waits for the event itself."""
+    health = f"http://127.0.0.1:{role.ports[0]}{role.health}" if role.ports and role.health else ""
+    timeout = READY_TIMEOUT if timeout is None else timeout
+    return f"""\
+import socket, sys, time, urllib.request
+ports, health, deadline = {list(role.ports)!r}, {health!r}, time.monotonic() + {timeout!r}
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
+def listening(port):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+def healthy():
+    try:
+        with opener.open(health, timeout=2) as answer:
+            return answer.status == 200
+    except Exception:
+        return False
+while True:
+    missing = [f"port {{p}}" for p in ports if not listening(p)]
+    if not missing and health and not healthy():
+        missing = [f"GET {{health}}"]
+    if not missing:
+        sys.exit(0)
+    if time.monotonic() > deadline:
+        sys.exit(", ".join(missing))
+    time.sleep(0.05)
+"""
 
 
 def _wait_ready_vm(machine: vm.Booted, role: Role, scope: str) -> None:
-    """As `_wait_ready`, over SSH: until the role's ports listen inside the VM."""
+    """As `_wait_ready`, over SSH: one call that returns when the VM's services are up."""
     if not role.ports:
         return
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if run.capture(machine.ssh_argv("python3", "-c", shlex.quote(_port_probe(role))), check=False).returncode == 0:
-            return
-        time.sleep(1.0)
-    progress.detail(f"[{scope}] ports {list(role.ports)} not listening after {READY_TIMEOUT:.0f}s; running the tests")
+    probe = machine.ssh_argv("python3", "-c", shlex.quote(ready_probe(role)))
+    try:
+        result = run.capture(probe, check=False, timeout=READY_TIMEOUT + 30)
+    except CommandFailed:
+        progress.detail(f"[{scope}] the readiness probe hung; running the tests")
+        return
+    if result.returncode != 0:
+        said = result.stderr.strip() or f"exit code {result.returncode}"
+        progress.detail(f"[{scope}] not ready after {READY_TIMEOUT:.0f}s ({said}); running the tests")
 
 
 def _wait_ready(container: object, role: Role, scope: str) -> None:
-    """Until the role's ports listen inside the container (its services take a moment).
+    """Until the role's ports listen and its health path answers, inside the container.
 
     Checked from inside (python3 is in every image) so no traffic leaves the
-    container's own loopback. A role without ports is ready when it runs.
+    container's own loopback, by one exec that ends when they do (or when the
+    container stops). A role without ports is ready when it runs.
     """
+    from docker.errors import APIError
     from docker.models.containers import Container
 
     assert isinstance(container, Container)
     if not role.ports:
         return
-    probe = _port_probe(role)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        container.reload()
-        if container.status != "running":
-            progress.detail(f"[{scope}] the container stopped ({container.status}); running the tests anyway")
-            return
-        code, _ = container.exec_run(["python3", "-c", probe])
-        if code == 0:
-            return
-        time.sleep(0.5)
-    progress.detail(f"[{scope}] ports {list(role.ports)} not listening after {READY_TIMEOUT:.0f}s; running the tests")
+    try:
+        code, output = container.exec_run(["python3", "-c", ready_probe(role)])
+    except APIError as exc:  # it stopped before the exec started
+        code, output = -1, str(exc.explanation).encode()
+    if code == 0:
+        return
+    container.reload()
+    if container.status != "running":
+        progress.detail(f"[{scope}] the container stopped ({container.status}); running the tests anyway")
+        return
+    said = output.decode(errors="replace").strip()
+    progress.detail(f"[{scope}] not ready after {READY_TIMEOUT:.0f}s ({said}); running the tests")
