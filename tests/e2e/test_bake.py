@@ -8,6 +8,7 @@ states, so that each costs seconds, not minutes.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import time
@@ -360,3 +361,32 @@ def test_bake_killed_outright_is_cleaned_up_by_the_next(tiny: config.Config) -> 
     assert not caches, "the orphaned package cache is still running"
     assert not engine.images({engine.PREFIX_LABEL: tiny.prefix, images.CANDIDATE_LABEL: "true"})
     assert _labels(result.tag)["workbench.verify"] == "passed"
+
+
+# --- what a person sees of a failed bake -------------------------------------------------
+
+
+def test_failed_state_is_shown_in_full_with_the_log(tiny: config.Config) -> None:
+    proc = fab("image.bake", "broken", "--progress", "plain", config=tiny.path)
+    assert proc.returncode == 1
+    # The failing state with its comment, and where the whole output is.
+    assert "frobnicate (pkg.installed, sls broken)" in proc.stderr
+    assert "frobnicate-does-not-exist" in proc.stderr
+    log = re.search(r"the whole output: (\S+) \(fab log (\S+)\)", proc.stderr)
+    assert log, proc.stderr
+    text = (REPO / log[1]).read_text() if not log[1].startswith("/") else Path(log[1]).read_text()
+    # Salt's own log went to the file, not to the terminal.
+    assert "Running state [frobnicate-does-not-exist]" in text and "Running state [" not in proc.stderr
+    assert text.splitlines()[-1].startswith("# finished: exit 1 after ")
+    assert proc.stdout == ""
+
+
+def test_failed_test_is_shown_with_its_assertion(tiny: config.Config) -> None:
+    proc = fab("image.bake", "flunk", "--json", config=tiny.path)
+    assert proc.returncode == 1
+    data = json.loads(proc.stdout)
+    assert data["exit_code"] == 1 and Path(data["log"]).is_file()
+    for shown in (data["error"], proc.stderr):
+        assert "failing tests:" in shown
+        assert "test_content" in shown and "AssertionError" in shown and "'expected'" in shown
+    assert "PASSED" not in proc.stderr and "FAILED" in Path(data["log"]).read_text()

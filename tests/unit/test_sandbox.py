@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from invoke.context import Context
 from workbench.build import salt
 from workbench.cli import tasks
 from workbench.core import config as wb_config
+from workbench.core import progress
 from workbench.core.errors import ConfigError, HostNameError
 from workbench.sandbox import image as sandbox_image
 from workbench.sandbox import provision as sandbox_provision
@@ -148,16 +150,25 @@ def feed(name: str) -> sandbox_provision.SaltWatcher:
     return watcher
 
 
-def test_watcher_reads_a_successful_run(capsys: pytest.CaptureFixture[str]) -> None:
-    watcher = feed("provision-ok.txt")
+def test_watcher_reads_a_successful_run() -> None:
+    shown = io.StringIO()
+    activities = []
+    with progress.session("plain", stream=shown) as session, progress.job("sandbox web"):
+        progress.step("sandbox web", "applying base, web")
+        watcher = sandbox_provision.SaltWatcher()
+        for line in (DATA / "provision-ok.txt").read_text().splitlines():
+            watcher.feed(line)
+            step = session.current()
+            assert step is not None
+            activities.append(step.activity)
     run = salt.parse_state_run(watcher.result())
     assert run.ok
     assert [s.id for s in run.states] == ["workbench-init", "web-page", "web-service"]
     assert [s.id for s in run.changed()] == ["web-page"]
     assert watcher.restart
-    shown = capsys.readouterr().err
-    assert "state /srv/web/index.html" in shown
-    assert "Calling roots find_file" not in shown and "+hello from web" not in shown
+    # The live line names each state as it runs; the terminal gets none of Salt's log.
+    assert "state 2: /srv/web/index.html" in activities
+    assert "Calling roots find_file" not in shown.getvalue() and "+hello from web" not in shown.getvalue()
 
 
 def test_watcher_reads_a_failed_state(capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,9 +124,22 @@ def package_cache(config: Config) -> Iterator[PackageCache | None]:
                 del _shared[key]
 
 
+def directory(config: Config) -> Path:
+    return config.state_dir / "aptcache"
+
+
+def _pid_file(config: Config) -> run.PidFile:
+    return run.PidFile(directory(config) / "daemon.pid", "apt-cacher-ng", str(directory(config) / "conf"))
+
+
+def running_pid(config: Config) -> int | None:
+    """The cache's pid while a bake runs it (it runs for bakes only), else None."""
+    return _pid_file(config).running()
+
+
 @contextlib.contextmanager
 def _running(config: Config) -> Iterator[PackageCache]:
-    base = config.state_dir / "aptcache"
+    base = directory(config)
     conf_dir = base / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
     (base / "data").mkdir(exist_ok=True)
@@ -138,7 +151,7 @@ def _running(config: Config) -> Iterator[PackageCache]:
         except BlockingIOError:
             progress.detail(f"waiting for another bake's package cache ({base}) to stop")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        pid_file = run.PidFile(base / "daemon.pid", "apt-cacher-ng", str(conf_dir))
+        pid_file = _pid_file(config)
         _stop_orphan(pid_file)
         gateway = engine.bridge_gateway()
         port = _pick_port(config.cache.port, gateway)

@@ -24,18 +24,16 @@ import os
 import secrets
 import shlex
 import shutil
-import sys
 import tarfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.build import aptcache, base, images, packer, rolefiles, salt
+from workbench.build import aptcache, base, images, packer, rolefiles, salt, streams
 from workbench.build.builders import Builder, BuildRequest, builder_for
 from workbench.build.ca import copy_into
 from workbench.core import engine, progress, run
@@ -48,8 +46,6 @@ RECIPE_VERSION = 1
 BUILD_DIR = "/var/tmp/workbench-build"
 TEMPLATE = "images/role.json"
 PROVISION_SCRIPT = "images/scripts/provision.sh"
-
-_print_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -143,7 +139,7 @@ def _bake_parallel(config: Config, job: _Job, roles: list[Role]) -> list[BakeRes
     results: list[BakeResult] = []
     failures: list[str] = []
     pool = ThreadPoolExecutor(max_workers=workers)
-    futures = {role.name: pool.submit(job.bake, role, prefix_lines=True) for role in roles}
+    futures = {role.name: pool.submit(job.bake, role) for role in roles}
     try:
         for name, future in futures.items():
             try:
@@ -196,24 +192,22 @@ class _Job:
     force: bool
     keep_failed: bool
 
-    def bake(self, role: Role, prefix_lines: bool = False) -> BakeResult:
-        start = time.monotonic()
-        if not self.force:
-            cached = _cached(self.config, self.builder, role, self.base_ref, start)
-            if cached:
-                return cached
+    def bake(self, role: Role) -> BakeResult:
         scope = f"bake {role.name}"
-        bake_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
-        work = self.config.state_dir / "bakes" / f"{role.name}-{bake_id}"
-        out = _printer(role.name if prefix_lines else "")
-        try:
-            return self._bake(role, scope, bake_id, work, out, start)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        with progress.job(scope):
+            start = time.monotonic()
+            if not self.force:
+                cached = _cached(self.config, self.builder, role, self.base_ref, start)
+                if cached:
+                    return cached
+            bake_id = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+            work = self.config.state_dir / "bakes" / f"{role.name}-{bake_id}"
+            try:
+                return self._bake(role, scope, bake_id, work, start)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
 
-    def _bake(
-        self, role: Role, scope: str, bake_id: str, work: Path, out: Callable[[str], None], start: float
-    ) -> BakeResult:
+    def _bake(self, role: Role, scope: str, bake_id: str, work: Path, start: float) -> BakeResult:
         config = self.config
         inputs = role_inputs(config, role, self.base_ref)
         digest = hash_inputs(inputs)
@@ -250,7 +244,10 @@ class _Job:
         }
         on_error = self.builder.on_error(self.keep_failed)
         provision_start = time.monotonic()
-        log, failure = packer.build(template, variables=variables, only=self.builder.name, on_error=on_error, on_ui=out)
+        salt_log = streams.SaltProgress()
+        log, failure = packer.build(
+            template, variables=variables, only=self.builder.name, on_error=on_error, on_ui=salt_log.feed
+        )
         provision_seconds = time.monotonic() - provision_start
         runs = _read_results(results / "results.json")
         if failure is not None:
@@ -261,7 +258,12 @@ class _Job:
         try:
             self._check_idempotent(role, runs)
             progress.step(scope, f"verify: {role.tests_path} against {self.builder.describe(candidate)}")
-            verdict = self.builder.verify(candidate, request, out)
+            tests = streams.PytestProgress()
+            try:
+                verdict = self.builder.verify(candidate, request, tests.feed)
+            except VerifyFailed as exc:
+                failing = tests.describe_failures()
+                raise VerifyFailed(f"{exc}\n  failing tests:\n{failing}" if failing else str(exc)) from None
             phases = (("provision", provision_seconds), ("verify", verdict.seconds))
             progress.step(scope, f"commit: tests {verdict.summary}")
             accepted = self._accept(request, candidate, digest, verdict.summary, start)
@@ -305,16 +307,6 @@ class _Job:
             cached=False,
             tests=tests,
         )
-
-
-def _printer(prefix: str) -> Callable[[str], None]:
-    lead = f"    [{prefix}] " if prefix else "    "
-
-    def out(line: str) -> None:
-        with _print_lock:
-            print(f"{lead}{line}", file=sys.stderr, flush=True)
-
-    return out
 
 
 def _candidate_labels(config: Config, role: Role, digest: str, base_id: str, bake_id: str) -> dict[str, str]:
@@ -408,5 +400,9 @@ def _provision_failure(
     for label, result in (("Salt", first), ("the second Salt run", second)):
         if result is not None and not result.ok:
             what = "could not compile the states" if result.errors else f"{len(result.failed)} state(s) failed"
-            return f"{role.name}: {label} {what}; no image was committed:\n{salt.describe_failure(result)}"
+            said = f"{role.name}: {label} {what}; no image was committed:\n{salt.describe_failure(result)}"
+            if salt.NO_RESULT in result.errors and failure.tail:
+                # Salt itself died: what it last printed says why.
+                said += "\n  last lines of the build:\n" + "\n".join(f"  | {line}" for line in failure.tail)
+            return said
     return f"{role.name}: the Packer build failed; no image was committed: {failure}"

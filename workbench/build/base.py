@@ -158,10 +158,11 @@ def _debootstrap(config: Config, root: Path, mirror: str) -> None:
 
 
 class DebootstrapProgress:
-    """Turns debootstrap's line per package into one line per stage.
+    """Turns debootstrap's line per package into the live line and a count per stage.
 
-    debootstrap prints e.g. `I: Retrieving libc6 2.36-9+deb12u4`; we print
-    `retrieving (libc6 ...)` once, count the rest, and pass warnings through.
+    debootstrap prints e.g. `I: Retrieving libc6 2.36-9+deb12u4`: the live line
+    shows it with the count so far, the log keeps every line, and warnings are
+    passed through.
     """
 
     def __init__(self) -> None:
@@ -169,6 +170,7 @@ class DebootstrapProgress:
         self.counts: dict[str, int] = {}
 
     def feed(self, line: str) -> None:
+        progress.output(line)
         if line.startswith(("W: ", "E: ")):
             progress.detail(line)
             return
@@ -179,9 +181,9 @@ class DebootstrapProgress:
             return
         stage = words[0].lower()
         self.counts[stage] = self.counts.get(stage, 0) + 1
+        progress.activity(f"debootstrap: {line[3:]} ({self.counts[stage]})")
         if stage != self.stage:
             self.stage = stage
-            progress.detail(f"debootstrap: {line[3:]}")
 
     def summary(self) -> str:
         stages = ("retrieving", "extracting", "unpacking", "configuring")

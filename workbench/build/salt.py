@@ -120,6 +120,9 @@ class StateRun:
         return [s for s in self.states if s.changed and s.id not in skip]
 
 
+NO_RESULT = "salt-call wrote no result (it crashed before running any state)"
+
+
 def parse_state_run(data: Any) -> StateRun:
     """Read salt-call's JSON for a state run.
 
@@ -129,7 +132,7 @@ def parse_state_run(data: Any) -> StateRun:
     a render error, a requisite that does not exist) gives `{"local": ["error", ...]}`.
     """
     if data is None:
-        return StateRun((), ("salt-call wrote no result (it crashed before running any state; see its output above)",))
+        return StateRun((), (NO_RESULT,))
     if not isinstance(data, Mapping) or "local" not in data:
         return StateRun((), (f"unexpected salt-call output: {json.dumps(data)[:300]}",))
     body = data["local"]

@@ -59,7 +59,7 @@ def pytest_argv(config: Config, role: Role, hosts: Sequence[str]) -> list[str]:
         f"--rootdir={roles_dir}",
         "-o",
         "addopts=",
-        "-q",
+        "-v",  # one line per test: the live line shows it (workbench.build.streams)
         "-rfE",
         *hosts,
         str(config.root / role.tests_path),
@@ -128,7 +128,7 @@ def _run_tests(
         failed = f"\n{_indent(chr(10).join(failures))}" if failures else ""
         hint = f"\n  last lines of the {what}:\n{_indent(logs)}" if logs else ""
         raise VerifyFailed(
-            f"{role.name}: the candidate failed its tests ({role.tests_path}; output shown above, "
+            f"{role.name}: the candidate failed its tests ({role.tests_path}; its output is in the run log, "
             f"pytest exit code {exc.returncode}){failed}{hint}"
         ) from None
 

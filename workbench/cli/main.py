@@ -1,12 +1,16 @@
-"""The `fab` command: Fabric's own program, plus the Fabric 1 argument form."""
+"""The `fab` command: Fabric's own program, plus the Fabric 1 argument form and the
+workbench's own global options (`--progress`, `--verbose`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from fabric import Config, Executor
 from fabric.main import Fab
 from invoke.collection import Collection
+from invoke.parser import Argument
 
 from workbench.cli import legacy_args
 from workbench.core.errors import WorkbenchError
@@ -27,7 +31,9 @@ def _lookup(collection: Collection) -> legacy_args.TaskLookup:
     return shape
 
 
-def _fill_optional_positionals(argv: list[str], collection: Collection) -> list[str]:
+def _fill_optional_positionals(
+    argv: list[str], collection: Collection, core_valued: frozenset[str] = frozenset()
+) -> list[str]:
     """Let a task's positional parameter that has a default be left out.
 
     Invoke fills a positional parameter from a bare word only while it has no
@@ -48,6 +54,8 @@ def _fill_optional_positionals(argv: list[str], collection: Collection) -> list[
         args = task.get_arguments()
         positional = [a for a in args if a.positional]
         valued = {f"-{'-' if len(n) > 1 else ''}{n}" for a in args if a.kind is not bool for n in a.names}
+        # A global option given after the task (`image.bake app --progress plain`) takes its value along.
+        valued |= core_valued
         bare = 0
         while i < len(argv) and (argv[i].startswith("-") or _task(collection, argv[i]) is None):
             word = argv[i]
@@ -73,13 +81,47 @@ def _task(collection: Collection, name: str) -> Any:
         return None
 
 
+# The global options of the workbench: Invoke accepts them before or after the task.
+PROGRESS_OPTION = "progress"
+VERBOSE_OPTION = "verbose"
+
+
 class WorkbenchFab(Fab):
+    def core_args(self) -> list[Argument]:
+        return [
+            *super().core_args(),
+            Argument(
+                names=(PROGRESS_OPTION,),
+                help="How progress is shown on stderr: auto (live on a terminal, else plain), tty, plain "
+                "(one line per event); default $WORKBENCH_PROGRESS, else auto.",
+            ),
+            Argument(
+                names=(VERBOSE_OPTION,),
+                kind=bool,
+                default=False,
+                help="Also stream the tools' own output (Packer, Salt, pytest, apt) to stderr; "
+                "it is always in the run's log (fab log).",
+            ),
+        ]
+
+    def update_config(self) -> None:
+        super().update_config()
+        # Tasks read them from their context (c.config.workbench), as Invoke's own
+        # --echo reaches run.echo; Fabric sets its -i the same way.
+        self.config._overrides["workbench"] = {
+            "progress": self.args[PROGRESS_OPTION].value or None,
+            "verbose": bool(self.args[VERBOSE_OPTION].value),
+        }
+        self.config.merge()
+
     def parse_tasks(self) -> None:
         # The collection is loaded by now, so the Fabric 1 form can be mapped
         # with full knowledge of each task's parameters.
         try:
             self.core.unparsed = legacy_args.translate(list(self.core.unparsed), _lookup(self.collection))
-            self.core.unparsed = _fill_optional_positionals(self.core.unparsed, self.collection)
+            self.core.unparsed = _fill_optional_positionals(
+                self.core.unparsed, self.collection, frozenset({f"--{PROGRESS_OPTION}"})
+            )
         except WorkbenchError as exc:
             from invoke.exceptions import Exit
 
@@ -100,4 +142,16 @@ def make_program() -> WorkbenchFab:
 
 
 def main() -> None:
-    make_program().run()
+    try:
+        try:
+            make_program().run()
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`fab release.history | head`): that is not our failure,
+        # and Python must not complain again when it flushes at exit. Exit as a
+        # program killed by SIGPIPE would (128 + 13), quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        raise SystemExit(141) from None

@@ -8,11 +8,14 @@ fabfile.py re-exports it for Fabric's own `fab`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import inspect
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 
 from workbench.core import config as wb_config
+from workbench.core import progress, runlog
 from workbench.core.errors import WorkbenchError
 
 
@@ -29,20 +33,96 @@ def _config() -> wb_config.Config:
     return wb_config.load()
 
 
-def wb(*args: Any, **kwargs: Any) -> Callable[..., Any]:
-    """@task whose WorkbenchError becomes one `error: …` line and a non-zero exit."""
+def wb(*args: Any, logged: bool = False, **kwargs: Any) -> Callable[..., Any]:
+    """@task whose WorkbenchError becomes one `error: …` line and a non-zero exit.
+
+    Its progress is drawn as `--progress` says; with `logged` (bakes, promotes,
+    sandboxes, netboot) the whole output goes to a run log, whose path ends the
+    output. A task called with `--json` prints JSON on stdout in every case: on
+    failure `{"error": …, "exit_code": N}`, and exits N.
+    """
 
     def decorate(body: Callable[..., Any]) -> Any:
+        signature = inspect.signature(body)
+        run_name = body.__name__.replace("_", ".")
+
         @functools.wraps(body)
         def guarded(c: Any, *a: Any, **kw: Any) -> Any:
+            as_json = bool(signature.bind_partial(c, *a, **kw).arguments.get("json", False))
+            log: runlog.RunLog | None = None
             try:
-                return body(c, *a, **kw)
+                with _drawn(c, run_name if logged else None) as log:
+                    return body(c, *a, **kw)
             except WorkbenchError as exc:
-                raise Exit(f"error: {exc}", code=exc.exit_code) from None
+                _report(exc, exc.exit_code, as_json, log)
+                raise Exit(f"error: {exc}{_log_hint(log)}", code=exc.exit_code) from None
+            except (BrokenPipeError, KeyboardInterrupt, Exit):
+                raise
+            except Exception as exc:
+                # A bug of ours: still JSON for a script, and the traceback for us.
+                _report(exc, 1, as_json, log)
+                raise
 
         return task(*args, **kwargs)(guarded)
 
     return decorate
+
+
+def _options(c: Any) -> tuple[str | None, bool]:
+    """`--progress` and `--verbose` (workbench/cli/main.py puts them in the context)."""
+    try:
+        options = c.config["workbench"]
+        return options.get("progress"), bool(options.get("verbose"))
+    except (KeyError, AttributeError, TypeError):
+        return None, False
+
+
+@contextlib.contextmanager
+def _drawn(c: Any, run_name: str | None) -> Iterator[runlog.RunLog | None]:
+    """The task's progress session, and its run log when it keeps one."""
+    mode, verbose = _options(c)
+    drawing = progress.choose_mode(mode)
+    log = None
+    if run_name is not None:
+        cfg = _config()
+        command = " ".join(["fab", *sys.argv[1:]])
+        log = runlog.open_log(cfg.state_dir, run_name, command, cfg.workbench.keep_logs)
+    code = 1
+    try:
+        with progress.session(drawing, log=log, verbose=verbose):
+            yield log
+        code = 0
+    except WorkbenchError as exc:
+        code = exc.exit_code
+        raise
+    except KeyboardInterrupt:
+        code = 130
+        raise
+    finally:
+        if log is not None:
+            log.finish(code)
+            if code == 0:
+                sys.stderr.write(f"log: {_shown(log.path)} (fab log {log.id})\n")
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be said from here."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _log_hint(log: runlog.RunLog | None) -> str:
+    return f"\n  the whole output: {_shown(log.path)} (fab log {log.id})" if log is not None else ""
+
+
+def _report(exc: BaseException, code: int, as_json: bool, log: runlog.RunLog | None) -> None:
+    """On failure, what `--json` promises on stdout."""
+    if not as_json:
+        return
+    data: dict[str, Any] = {"error": str(exc) or type(exc).__name__, "exit_code": code}
+    if log is not None:
+        data["log"] = str(log.path)
+    _print_json(data)
 
 
 def _print_json(data: Any) -> None:
@@ -96,7 +176,7 @@ def reference(c):
 # --- image ---------------------------------------------------------------------
 
 
-@wb(help={"force": "rebuild even if a base with the same inputs exists"})
+@wb(logged=True, help={"force": "rebuild even if a base with the same inputs exists"})
 def base(c, force=False):
     """Build the vanilla base image (debootstrap + import), unless it is up to date."""
     from workbench.build import base as wb_base
@@ -108,6 +188,7 @@ def base(c, force=False):
 
 
 @wb(
+    logged=True,
     name="bake",
     positional=["role"],
     help={
@@ -179,6 +260,7 @@ def image_prune(c, keep=3, role=""):
 
 
 @wb(
+    logged=True,
     name="watch",
     help={
         "once": "look once, process what is new, exit (non-zero if an event failed)",
@@ -347,7 +429,8 @@ def _inventory(cfg: Any, inventory: str) -> Any:
     return wb_inventory.load(cfg, inventory or None)
 
 
-@wb(name="build", help={"force": "rebuild the live image even if it is up to date", "inventory": _INVENTORY_HELP})
+@wb(logged=True, name="build",
+    help={"force": "rebuild the live image even if it is up to date", "inventory": _INVENTORY_HELP})
 def netboot_build(c, force=False, inventory=""):
     """Build the live hypervisor image (kernel, initrd, squashfs) and the iPXE scripts."""
     from workbench.netboot import artifacts, boot, node
@@ -362,6 +445,7 @@ def netboot_build(c, force=False, inventory=""):
 
 
 @wb(
+    logged=True,
     name="serve",
     help={
         "inventory": _INVENTORY_HELP,
@@ -404,6 +488,7 @@ def netboot_stop(c):
 
 
 @wb(
+    logged=True,
     name="test",
     help={
         "node": "MAC or name of the node to boot (default: the first)",
@@ -439,7 +524,7 @@ _SANDBOX_HELP = {"role": "a role or a sandbox name, e.g. app or app.sandbox.wpdn
 _SANDBOX_JSON = {**_SANDBOX_HELP, "json": "print JSON"}
 
 
-@wb(name="up", help={**_SANDBOX_JSON, "provider": "docker (default), libvirt or virtualbox"})
+@wb(logged=True, name="up", help={**_SANDBOX_JSON, "provider": "docker (default), libvirt or virtualbox"})
 def sandbox_up(c, role="", provider="", json=False):
     """Bring up a role's sandbox (<role>.sandbox.<domain>) and apply its states: `fab sandbox.up app`."""
     from workbench.sandbox import sandboxes as sandbox
@@ -455,7 +540,7 @@ def sandbox_up(c, role="", provider="", json=False):
     )
 
 
-@wb(name="provision", help=_SANDBOX_JSON)
+@wb(logged=True, name="provision", help=_SANDBOX_JSON)
 def sandbox_provision(c, role="", json=False):
     """Re-apply the role's states from the live salt/ tree in its running sandbox."""
     from workbench.sandbox import sandboxes as sandbox
@@ -468,7 +553,7 @@ def sandbox_provision(c, role="", json=False):
     print(f"sandbox {result.sandbox} provisioned: {result.applied} states, changed {changed}, {result.seconds}s")
 
 
-@wb(name="test", help=_SANDBOX_HELP)
+@wb(logged=True, name="test", help=_SANDBOX_HELP)
 def sandbox_test(c, role=""):
     """Run the role's testinfra tests against its sandbox, over SSH."""
     from workbench.sandbox import sandboxes as sandbox
@@ -500,7 +585,7 @@ def sandbox_status(c, json=False):
         print(f"{r.name:<32} {r.role:<12} {r.state:<12} {r.provider or '-':<10} {r.address or '-'}")
 
 
-@wb(name="halt", help=_SANDBOX_HELP)
+@wb(logged=True, name="halt", help=_SANDBOX_HELP)
 def sandbox_halt(c, role=""):
     """Stop a sandbox, keeping it (vagrant halt); `sandbox.up` starts it again."""
     from workbench.sandbox import sandboxes as sandbox
@@ -509,7 +594,7 @@ def sandbox_halt(c, role=""):
     print("halted")
 
 
-@wb(name="destroy", help={**_SANDBOX_HELP, "all": "destroy every sandbox"})
+@wb(logged=True, name="destroy", help={**_SANDBOX_HELP, "all": "destroy every sandbox"})
 def sandbox_destroy(c, role="", all=False):
     """Remove a sandbox and everything it left (also after a failed up)."""
     from workbench.sandbox import sandboxes as sandbox
@@ -536,6 +621,7 @@ def _release_line(r: Any) -> str:
 
 
 @wb(
+    logged=True,
     name="promote",
     positional=["role"],
     help={
@@ -556,6 +642,7 @@ def release_promote(c, role, env="", version=0, message=""):
 
 
 @wb(
+    logged=True,
     name="rollback",
     positional=["tag"],
     help={
@@ -578,14 +665,31 @@ def release_list(c, json=False):
     """The release serving each role in each environment."""
     from workbench.release import releases as release
 
-    serving = release.current(_config())
+    cfg = _config()
+    serving = release.current(cfg)
+    standbys = release.standbys(cfg)
     if json:
-        _print_json([r.to_dict() for r in serving])
+        rows = []
+        for r in serving:
+            standby = standbys.get((r.environment, r.role))
+            until = _iso(standby[1]) if standby else None
+            rows.append({**r.to_dict(), "standby": {"tag": standby[0], "until": until} if standby else None})
+        _print_json(rows)
         return
     if not serving:
         print("nothing released yet (fab release.promote <role> --env <environment>)")
     for r in serving:
         print(_release_line(r))
+        standby = standbys.get((r.environment, r.role))
+        if standby:
+            print(f"{'':<10} {'':<11} warm standby: {standby[0]} until {_iso(standby[1])} (a rollback to it is a "
+                  "frontend switch)")
+
+
+def _iso(epoch: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
 
 
 @wb(name="history", help={"env": "only this environment", "role": "only this role", "json": _JSON})
@@ -652,6 +756,7 @@ def release_prune(c, dry_run=False):
 
 
 @wb(
+    logged=True,
     name="down",
     help={
         "env": "the environment to take down",
@@ -729,7 +834,7 @@ def registry_status(c, json=False):
 registry_ns = Collection("registry", registry_up, registry_down, registry_status)
 
 
-@wb(help={"env": "environment to promote to and roll back in (default staging)"})
+@wb(logged=True, help={"env": "environment to promote to and roll back in (default staging)"})
 def demo(c, env="staging"):
     """The main job from nothing: base, bake, promote, change, promote, roll back by tag, history."""
     from workbench.cli import demo as wb_demo
@@ -745,6 +850,39 @@ def demo(c, env="staging"):
         print(f"  {_release_line(r)}")
 
 
+@wb(
+    name="log",
+    positional=["run"],
+    help={
+        "run": "a run id, or a unique part of it (default: the last run)",
+        "list": "list the kept runs instead: id, exit code, time, command",
+        "path": "print the log's path only",
+        "json": "with --list: print JSON",
+    },
+)
+def run_log(c, run="", list=False, path=False, json=False):
+    """Show the whole output of the last run (a bake, promote, sandbox or netboot run), or of another."""
+    cfg = _config()
+    if list:
+        kept = runlog.runs(cfg.state_dir)
+        if json:
+            _print_json([dataclasses.asdict(r) for r in kept])
+            return
+        for r in kept:
+            how = "running or killed" if r.exit_code is None else f"exit {r.exit_code} after {r.seconds:.0f}s"
+            print(f"{r.id:<44} {how:<22} {r.command}")
+        if not kept:
+            print(f"no run logs yet in {runlog.log_dir(cfg.state_dir)}")
+        return
+    found = runlog.find(cfg.state_dir, run)
+    if path:
+        print(found)
+        return
+    with open(found, encoding="utf-8", errors="replace") as text:
+        for line in text:
+            sys.stdout.write(line)
+
+
 name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
 image_ns = Collection("image", base, image_bake, image_list, image_prune)
@@ -753,3 +891,4 @@ ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, releas
 ns.add_collection(netboot_ns)
 ns.add_collection(sandbox_ns)
 ns.add_task(demo)
+ns.add_task(run_log)

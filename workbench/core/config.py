@@ -56,6 +56,11 @@ class WorkbenchSettings:
     common_states: tuple[str, ...] = setting(
         ["base"], "Salt states applied to every role before its own (the users' basesystem)."
     )
+    keep_logs: int = setting(
+        50,
+        "Run logs kept in `<state_dir>/logs/` (the whole output of each bake, promote, sandbox and netboot run, "
+        "`fab log`); a new run removes the oldest beyond this many.",
+    )
 
 
 @dataclass(frozen=True)
@@ -404,6 +409,8 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append(f"[workbench] prefix = {wb.prefix!r}: use lower-case letters, digits, '.', '_' or '-'")
     if not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", wb.domain):
         problems.append(f"[workbench] domain = {wb.domain!r}: must be a DNS domain (labels of a-z, 0-9, '-')")
+    if not 1 <= wb.keep_logs <= 10000:
+        problems.append(f"[workbench] keep_logs = {wb.keep_logs}: keep between 1 and 10000 run logs")
     if config.roles and wb.default_role not in config.roles:
         problems.append(
             f"[workbench] default_role = {wb.default_role!r}: no such role (roles: {', '.join(config.roles)})"

@@ -17,6 +17,7 @@ from docker.models.containers import Container
 from docker.models.images import Image
 
 from workbench.core.errors import EngineUnavailable, WorkbenchError
+from workbench.core.progress import human_size
 
 PREFIX_LABEL = "workbench.prefix"
 ROLE_LABEL = "workbench.role"
@@ -146,3 +147,29 @@ def remove_prefix(prefix: str) -> int:
             "(remove those first)"
         )
     return removed
+
+
+class PushProgress:
+    """The engine's push events as the live line's activity: `pushed 12.3 MB of 45.6 MB, 3 of 5 layers`.
+
+    Events look like `{"status": "Pushing", "id": "5f70bf18a086",
+    "progressDetail": {"current": 12345, "total": 45678}}`, then
+    `{"status": "Pushed", "id": ...}` or `{"status": "Layer already exists", ...}`.
+    """
+
+    def __init__(self) -> None:
+        self.layers: dict[str, tuple[int, int]] = {}
+        self.done: set[str] = set()
+
+    def feed(self, event: dict[str, Any]) -> str:
+        layer = str(event.get("id", ""))
+        detail = event.get("progressDetail") or {}
+        if layer and "current" in detail:
+            self.layers[layer] = (int(detail["current"]), int(detail.get("total") or 0))
+        if layer and event.get("status") in ("Pushed", "Layer already exists"):
+            self.done.add(layer)
+            self.layers.setdefault(layer, (0, 0))
+        sent = sum(current for current, _ in self.layers.values())
+        total = sum(size for _, size in self.layers.values())
+        of = f" of {human_size(total)}" if total else ""
+        return f"pushed {human_size(sent)}{of}, {len(self.done)} of {len(self.layers)} layers done"

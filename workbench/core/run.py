@@ -18,13 +18,13 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core import progress
 from workbench.core.errors import CommandFailed, ToolMissing, WorkbenchError
 
 TAIL_LINES = 25
@@ -114,22 +114,21 @@ def capture(
 LineHandler = Callable[[str], None]
 
 
-def _print_indented(line: str) -> None:
-    sys.stderr.write(f"    {line}\n")
-    sys.stderr.flush()
-
-
 def stream(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
-    on_line: LineHandler | None = _print_indented,
+    on_line: LineHandler | None = progress.tool_line,
     check: bool = True,
 ) -> Result:
     """Run with stdout and stderr merged, handing each line to `on_line` as it comes.
 
-    The merged output is kept in the result so parsers can read it afterwards.
+    By default each line goes to the run's log and becomes the live line's
+    activity (`progress.tool_line`); a handler of one's own should pass the lines
+    on to `progress.output`. The merged output is kept in the result so parsers
+    can read it afterwards, and a failure carries its last lines (the terminal
+    did not show them).
     On Ctrl-C the child gets SIGINT, then INTERRUPT_GRACE seconds to finish its
     own clean-up, and the KeyboardInterrupt goes on up.
     """
@@ -169,8 +168,7 @@ def stream(
     duration = time.monotonic() - start
     output = "\n".join(lines)
     if check and returncode != 0:
-        shown = None if on_line is _print_indented else list(tail)
-        raise CommandFailed(full, returncode, duration, shown)
+        raise CommandFailed(full, returncode, duration, list(tail))
     return Result(full, returncode, output, "", duration)
 
 

@@ -68,6 +68,15 @@ def run_test(
     # Planned before anything starts: an inventory with no room for a router fails at once.
     stand_in = router.plan(inv) if mode == "proxy" else None
     scope = f"netboot test {target.short} ({firmware}, {mode} DHCP)"
+    with progress.job(scope):
+        return _run_test(config, inv, target, firmware, stand_in, scope, timeout)
+
+
+def _run_test(
+    config: Config, inv: Inventory, target: Node, firmware: str, stand_in: router.Router | None, scope: str,
+    timeout: float,
+) -> LabResult:
+    mode = inv.network.mode
     live = build_live(config)
     work = config.state_dir / "netboot" / "vm"
     # In the node's state: the router's log is part of the boot's timeline (timeline.DHCP_LOGS).
@@ -143,7 +152,8 @@ def _wait_report(
             failure = daemon.failure()
             raise NetbootError(f"qemu exited before the VM reported back: {failure}\nconsole:\n{_tail(console)}")
         if line.last != seen:
-            progress.detail(f"{target.short}: {line.last}")
+            progress.output(f"{target.short}: {line.last}")
+            progress.activity(f"{target.short}: {line.last}")
             seen = line.last
         time.sleep(0.5)
     raise NetbootError(

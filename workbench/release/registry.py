@@ -218,8 +218,10 @@ def push(registry: Registry, image_id: str, repository: str, tag: str) -> str:
         )
     image.tag(repository, tag)
     digest = None
+    meter = engine.PushProgress()
     try:
         for event in engine.client().api.push(repository, tag=tag, stream=True, decode=True):
+            progress.activity(meter.feed(event))
             if "error" in event:
                 raise ReleaseError(f"pushing {repository}:{tag} failed: {event['error']}")
             digest = (event.get("aux") or {}).get("Digest") or digest

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workbench.build import salt
+from workbench.build import salt, streams
 from workbench.core import progress
 from workbench.core.config import Config, Role
 from workbench.sandbox import image as sandbox_image
@@ -45,8 +45,10 @@ def _sh_quote(text: str) -> str:
 class SaltWatcher:
     """Reads provision.sh's output: Salt's log lines, then a mark, then the JSON result.
 
-    Shown: each state as it runs (`[INFO    ] Running state [nginx] at time ...`),
-    warnings and errors; the JSON after the mark is kept for the parser.
+    Every line goes to the run's log; the state being applied (`[INFO    ]
+    Running state [nginx] at time ...`) is the live line's activity; warnings
+    and errors, and whatever comes before Salt's log, are kept as details. The
+    JSON after the mark is kept for the parser.
     """
 
     def __init__(self) -> None:
@@ -55,16 +57,20 @@ class SaltWatcher:
         self.json_lines: list[str] = []
         self.showing = False
         self.seen_log = False
+        self.salt = streams.SaltProgress()
 
     def feed(self, line: str) -> None:
-        if line == RESULT_MARK:
-            self.in_result = True
-        elif line == RESTART_MARK:
-            self.restart = True
-        elif self.in_result:
+        if line in (RESULT_MARK, RESTART_MARK):
+            self.in_result = self.in_result or line == RESULT_MARK
+            self.restart = self.restart or line == RESTART_MARK
+            return
+        if self.in_result:
             self.json_lines.append(line)
-        elif "Running state [" in line:
-            progress.detail("state " + line.split("Running state [", 1)[1].split("]", 1)[0])
+            return
+        progress.output(line)
+        activity = self.salt.read(line)
+        if activity:
+            progress.activity(activity)
         elif line.startswith("["):
             # A log line; what follows it, up to the next one, belongs to it.
             self.showing = line.startswith(("[WARNING", "[ERROR", "[CRITICAL"))

@@ -28,7 +28,7 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
-from workbench.build import salt
+from workbench.build import salt, streams
 from workbench.core import engine, naming, pools, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import CommandFailed, ConfigError, EngineUnavailable, SandboxError
@@ -264,8 +264,13 @@ def _provider(config: Config, provider: str | None) -> str:
 
 def up(config: Config, target: str | None = None, provider: str | None = None) -> UpResult:
     """Bring a sandbox up and provision it; its summary."""
-    start = time.monotonic()
     sandbox = resolve(config, target)
+    with progress.job(f"sandbox {sandbox.fqdn}"):
+        return _up(config, sandbox, provider)
+
+
+def _up(config: Config, sandbox: Sandbox, provider: str | None) -> UpResult:
+    start = time.monotonic()
     chosen = _provider(config, provider)
     scope = f"sandbox {sandbox.fqdn}"
     vg = _vagrant(config)
@@ -291,7 +296,7 @@ def up(config: Config, target: str | None = None, provider: str | None = None) -
             if not existed:
                 _cleanup(config, vg, sandbox)
             raise
-    provisioned = provision(config, sandbox.fqdn)
+    provisioned = _provision(config, sandbox)
     return UpResult(provisioned, chosen, round(time.monotonic() - start, 1))
 
 
@@ -336,8 +341,13 @@ def _ssh_config(config: Config, vg: Vagrant, sandbox: Sandbox) -> tuple[Path, di
 
 def provision(config: Config, target: str | None = None) -> ProvisionResult:
     """Apply the common and role states in the running sandbox, then (re)start its services."""
-    start = time.monotonic()
     sandbox = resolve(config, target)
+    with progress.job(f"sandbox {sandbox.fqdn}"):
+        return _provision(config, sandbox)
+
+
+def _provision(config: Config, sandbox: Sandbox) -> ProvisionResult:
+    start = time.monotonic()
     scope = f"sandbox {sandbox.fqdn}"
     vg = _vagrant(config)
     write_spec(config, _current_image(config))
@@ -453,8 +463,13 @@ def _healthy(url: str) -> bool:
 
 def test(config: Config, target: str | None = None) -> TestResult:
     """Run the role's testinfra tests against the sandbox, over SSH."""
-    start = time.monotonic()
     sandbox = resolve(config, target)
+    with progress.job(f"sandbox {sandbox.fqdn}"):
+        return _test(config, sandbox)
+
+
+def _test(config: Config, sandbox: Sandbox) -> TestResult:
+    start = time.monotonic()
     scope = f"sandbox {sandbox.fqdn}"
     vg = _vagrant(config)
     ssh_file, ssh = _ssh_config(config, vg, sandbox)
@@ -462,16 +477,18 @@ def test(config: Config, target: str | None = None) -> TestResult:
     tests = config.root / sandbox.role.tests_path
     progress.step(scope, f"testinfra: {sandbox.role.tests_path} over ssh://{sandbox.fqdn}")
     argv = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider",
         f"--confcutdir={tests.parent}", f"--rootdir={tests.parent}",
         f"--hosts=ssh://{sandbox.fqdn}", f"--ssh-config={ssh_file}", "--sudo", str(tests),
     ]
     skipped = config.sandbox.image_only_tests
     if skipped:
         argv[-1:-1] = ["-k", "not (" + " or ".join(skipped) + ")"]
-    result = run.stream(argv, cwd=config.root, check=False)
+    watcher = streams.PytestProgress()
+    result = run.stream(argv, cwd=config.root, on_line=watcher.feed, check=False)
     if result.returncode != 0:
-        raise SandboxError(f"the {sandbox.role.name} role's tests failed against {sandbox.fqdn} (output above)")
+        failing = watcher.describe_failures() or "\n".join(f"  | {line}" for line in result.stdout.splitlines()[-15:])
+        raise SandboxError(f"the {sandbox.role.name} role's tests failed against {sandbox.fqdn}:\n{failing}")
     return TestResult(sandbox.fqdn, sandbox.role.tests_path, round(time.monotonic() - start, 1))
 
 

@@ -116,7 +116,8 @@ class Vagrant:
         result = run.stream(["vagrant", *args, "--machine-readable"], env=self.env, cwd=self.root,
                             on_line=shown, check=False)
         if result.returncode != 0:
-            message = parse_error(result.stdout) or "see the output above"
+            last = "\n".join(f"  | {line}" for line in result.stdout.splitlines()[-10:])
+            message = parse_error(result.stdout) or f"its last lines:\n{last}"
             raise SandboxError(f"vagrant {' '.join(args)} failed: {message}")
         return result
 
@@ -168,9 +169,11 @@ class Vagrant:
 
 
 def _show_ui(line: str) -> None:
+    """Vagrant's ui lines into the run's log; the last one is the live line's activity."""
     message = ui_message(line)
     if message:
         for part in message.splitlines():
             if part.strip():
-                progress.detail(part)
+                progress.output(part)
+                progress.activity(part)
 
