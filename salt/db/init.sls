@@ -24,3 +24,12 @@ mariadb-server:
     - mode: '0644'
     - require:
       - file: /etc/monit/conf.d
+
+# Deploy-time settings (server id, TLS from the environment's CA): rendered at
+# each start from what the deploy gives the container, never baked.
+/etc/workbench/init.d/50-db:
+  file.managed:
+    - source: salt://db/files/init-hook
+    - mode: '0755'
+    - require:
+      - file: /etc/workbench/init.d

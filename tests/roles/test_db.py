@@ -65,6 +65,21 @@ def test_timezone_from_the_formula_and_pillar(host: Any) -> None:
     assert sql(host, "SELECT @@system_time_zone") == "UTC"
 
 
+def test_error_log_and_binary_log_live_with_the_data(host: Any) -> None:
+    # In the data volume of a release, so every release's start and shutdown is kept.
+    assert sql(host, "SELECT @@log_error") == "/var/lib/mysql/mariadb.err"
+    assert host.file("/var/lib/mysql/mariadb.err").contains("ready for connections")
+    assert sql(host, "SELECT @@log_bin, @@binlog_format") == "1\tROW"
+
+
+def test_deploy_settings_rendered_at_start(host: Any) -> None:
+    # No deploy settings in a test container: server id 1, writable, no TLS.
+    deploy = host.file("/etc/mysql/mariadb.conf.d/70-workbench-deploy.cnf")
+    assert deploy.contains("^server_id = 1$")
+    assert not deploy.contains("read_only")
+    assert sql(host, "SELECT @@server_id, @@read_only, @@have_ssl") == "1\t0\tDISABLED"
+
+
 def test_monit_restarts_killed_mariadb(host: Any, wait: Any, kill_and_wait_restart: Any) -> None:
     # Last in the file: it kills what the checks above use.
     kill_and_wait_restart("mariadb", "/run/mysqld/mysqld.pid")

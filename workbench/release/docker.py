@@ -16,6 +16,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import docker.errors
 from docker.models.containers import Container
@@ -27,6 +28,7 @@ from workbench.core.errors import DeployFailed
 from workbench.release.target import (
     ENV_LABEL,
     FRONTEND_ROLE,
+    MEMBER_FILES,
     RELEASE_LABEL,
     REPLICA_LABEL,
     DataVolume,
@@ -48,6 +50,8 @@ DRAIN_TIMEOUT = 15.0
 # How long monit gets to stop a role's services (MariaDB flushes its buffers).
 QUIESCE_TIMEOUT = 120.0
 DATA_LABEL = "workbench.data"
+# The deployed pool member (`db2`) an instance or a data volume belongs to.
+MEMBER_LABEL = "workbench.member"
 
 
 class DockerTarget:
@@ -120,24 +124,34 @@ class DockerTarget:
             engine.remove_container(stale)
         # Pools the role uses (workbench/core/pools.py): variables and a read-only mount.
         extra = pools.container_options(self.config, plan.role.name, plan.environment.name)
-        mounts = dict(extra.get("volumes") or {})
-        for volume in self._ensure_data(plan):
-            mounts[volume.name] = {"bind": volume.path, "mode": "rw"}
+        fqdn = f"{plan.role.name}.{plan.environment.name}.{self.config.workbench.domain}"
         started = []
         for replica, name in enumerate(self.names(plan), start=1):
+            member = plan.members[replica - 1] if plan.members else None
+            mounts = dict(extra.get("volumes") or {})
+            for volume in self._ensure_data(plan, member.name if member else ""):
+                mounts[volume.name] = {"bind": volume.path, "mode": "rw"}
+            if member and member.files:
+                mounts[member.files] = {"bind": MEMBER_FILES, "mode": "ro"}
+            # Stable names on the environment's network, whichever release runs: `db.staging.wpdn`
+            # (a pool's primary), `db2`, `db2.staging.wpdn` (each member).
+            aliases = [*(member.aliases if member else ()), *([fqdn] if replica == 1 or not member else [])]
             try:
                 container = engine.client().containers.run(
                     plan.image_id,
                     detach=True,
                     name=name,
-                    hostname=f"{plan.role.name}.{plan.environment.name}.{self.config.workbench.domain}",
+                    hostname=member.aliases[-1] if member else fqdn,
                     network=network,
-                    environment={**extra.get("environment", {}), **environment_variables(plan)},
+                    networking_config={network: engine.client().api.create_endpoint_config(aliases=aliases)},
+                    environment={**extra.get("environment", {}), **environment_variables(plan),
+                                 **(member.settings if member else {})},
                     volumes=mounts or None,
                     labels={
                         **self._labels(plan.environment, plan.role.name, plan.tag),
                         REPLICA_LABEL: str(replica),
                         "workbench.digest": plan.digest,
+                        **({MEMBER_LABEL: member.name} if member else {}),
                     },
                 )
             except docker.errors.APIError as exc:
@@ -195,6 +209,9 @@ class DockerTarget:
 
     def stop(self, environment: Environment, tag: str) -> None:
         for container in self._release_containers(environment, tag=tag):
+            if container.status == "running" and container.labels.get(engine.ROLE_LABEL) in self._stateful():
+                # A new release that failed its check has its server running on the data too.
+                _stop_services(container)
             with contextlib.suppress(docker.errors.APIError):
                 container.stop(timeout=10)
             engine.remove_container(container)
@@ -223,26 +240,23 @@ class DockerTarget:
                 container.start()
             except docker.errors.APIError as exc:
                 raise DeployFailed(f"cannot start {container.name} again: {exc.explanation}") from None
+            _start_services(container)
         return self.instances(environment, tag=tag)
 
     # --- data ----------------------------------------------------------------
 
-    def data_volume_name(self, environment: Environment, role: str, path: str) -> str:
-        return f"{self.prefix}-{environment.name}-{role}-{data_slug(path)}"
+    def data_volume_name(self, environment: Environment, role: str, path: str, member: str = "") -> str:
+        """`<prefix>-staging-db-var-lib-mysql`; a deployed pool's member has its own (`...-staging-db2-var-...`)."""
+        return f"{self.prefix}-{environment.name}-{member or role}-{data_slug(path)}"
 
     def data_volumes(self, environment: Environment, role: Role) -> tuple[DataVolume, ...]:
-        found = []
-        for path in role.data:
-            name = self.data_volume_name(environment, role.name, path)
-            try:
-                engine.client().volumes.get(name)
-            except docker.errors.NotFound:
-                continue
-            found.append(DataVolume(name, role.name, environment.name, path, _volume_size(name)))
-        return tuple(found)
+        filters = {"label": [f"{k}={v}" for k, v in self._labels(environment, role.name).items()] + [DATA_LABEL]}
+        found = [DataVolume(v.name, role.name, environment.name, v.attrs["Labels"][DATA_LABEL], _volume_size(v.name))
+                 for v in engine.client().volumes.list(filters=filters)]
+        return tuple(sorted(found, key=lambda v: v.name))
 
-    def _ensure_data(self, plan: Plan) -> list[DataVolume]:
-        """The role's data volumes, made at its first promote into the environment.
+    def _ensure_data(self, plan: Plan, member: str = "") -> list[DataVolume]:
+        """The role's (or a member's) data volumes, made at its first promote into the environment.
 
         Docker fills an empty named volume from the image's files at that path on
         its first mount, so the first release starts from what the package's
@@ -250,11 +264,13 @@ class DockerTarget:
         """
         volumes = []
         for path in plan.role.data:
-            name = self.data_volume_name(plan.environment, plan.role.name, path)
+            name = self.data_volume_name(plan.environment, plan.role.name, path, member)
             try:
                 engine.client().volumes.get(name)
             except docker.errors.NotFound:
                 labels = {**self._labels(plan.environment, plan.role.name), DATA_LABEL: path}
+                if member:
+                    labels[MEMBER_LABEL] = member
                 engine.client().volumes.create(name, labels=labels)
                 progress.detail(f"data volume {name} for {path} made (filled from the image at first start)")
             users = [c.name for c in engine.containers_using(name)]
@@ -302,6 +318,15 @@ class DockerTarget:
                 with contextlib.suppress(docker.errors.APIError):
                     network.remove()
         return tuple(stopped)
+
+    def run(self, instance: Instance, argv: Sequence[str], sink: BinaryIO | None = None) -> str:
+        container = self._container(instance.name)
+        if container is None:
+            raise DeployFailed(f"{instance.name} is gone: cannot run {argv[0]} in it")
+        if sink is None:
+            return _exec(container, list(argv))
+        _exec_to(container, list(argv), sink)
+        return ""
 
     def _stateful(self) -> set[str]:
         return {name for name, role in self.config.roles.items() if role.data}
@@ -409,6 +434,23 @@ def _exec_ok(container: Container, argv: list[str]) -> str | None:
     return output.decode(errors="replace") if code == 0 else None
 
 
+def _exec_to(container: Container, argv: list[str], sink: BinaryIO) -> None:
+    """Run `argv` in the container, its standard output streamed into `sink` as it comes."""
+    api = engine.client().api
+    exec_id = api.exec_create(container.id, argv, stdout=True, stderr=True)["Id"]
+    errors = bytearray()
+    for out, err in api.exec_start(exec_id, stream=True, demux=True):
+        if out:
+            sink.write(out)
+        if err:
+            errors.extend(err[-4096:])
+            del errors[:-4096]
+    code = api.exec_inspect(exec_id).get("ExitCode")
+    if code != 0:
+        text = errors.decode(errors="replace").strip()
+        raise DeployFailed(f"`{' '.join(argv)}` in {container.name} exited {code}: {text or 'no message'}")
+
+
 def _exec(container: Container, argv: list[str]) -> str:
     code, output = container.exec_run(argv)
     text = output.decode(errors="replace").strip()
@@ -483,6 +525,29 @@ def _stop_services(container: Container) -> None:
             return
         time.sleep(0.2)
     raise DeployFailed(f"monit in {container.name} did not stop its services within {QUIESCE_TIMEOUT:.0f}s")
+
+
+def _start_services(container: Container) -> None:
+    """Have monit monitor (and so start) every service again after a pause.
+
+    monit keeps the services' state across its restarts (its state file): the
+    services a pause stopped stay unmonitored when the container starts again
+    unless they are started explicitly, once monit answers.
+    """
+    deadline = time.monotonic() + QUIESCE_TIMEOUT
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status != "running":
+            return
+        # Only the daemon may start them: `monit start` without one runs the start programs itself.
+        code, output = container.exec_run(["monit", "-B", "summary"])
+        if b"executable file not found" in output:
+            return  # an image without monit: its own command started everything
+        if code == 0:
+            _exec(container, ["monit", "-B", "start", "all"])
+            return
+        time.sleep(0.2)
+    raise DeployFailed(f"monit in {container.name} did not answer within {QUIESCE_TIMEOUT:.0f}s to start its services")
 
 
 def _monit_processes(summary: str) -> list[str]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
 
 from workbench.core.config import Environment, Role
 
@@ -55,6 +55,25 @@ def data_slug(path: str) -> str:
 
 
 @dataclass(frozen=True)
+class Member:
+    """One member of a pool the workbench deploys (`[pools.<p>] deployed`): an instance with its own data.
+
+    `db1` in staging is reached as `db1` and `db1.staging.wpdn` on the environment's
+    network; `settings` and `files` are what the deploy gives it alone (its
+    server id, the primary it follows, its TLS key and certificates).
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    settings: Mapping[str, str] = field(default_factory=dict)
+    files: str = ""  # a host directory mounted read-only at MEMBER_FILES ("" for none)
+
+
+# Where a member's deploy-time files (TLS key and certificates) appear in its instance.
+MEMBER_FILES = "/run/workbench/tls"
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to start: a role's image as a given release in an environment."""
 
@@ -64,10 +83,12 @@ class Plan:
     version: int
     image_id: str
     digest: str
+    # A deployed pool's members, one instance each, the first the primary; () for plain replicas.
+    members: tuple[Member, ...] = ()
 
     @property
     def replicas(self) -> int:
-        return self.environment.replicas
+        return len(self.members) or self.environment.replicas
 
 
 class Target(Protocol):
@@ -119,6 +140,10 @@ class Target(Protocol):
 
     def down(self, environment: Environment, role: str | None = None) -> tuple[str, ...]:
         """Stop every instance of the environment (of one role), the frontend with the whole environment."""
+        ...
+
+    def run(self, instance: Instance, argv: Sequence[str], sink: BinaryIO | None = None) -> str:
+        """Run a command in a running instance: its output, or streamed into `sink`; DeployFailed if it fails."""
         ...
 
 
