@@ -850,6 +850,18 @@ def demo(c, env="staging"):
         print(f"  {_release_line(r)}")
 
 
+@wb(help={"json": _JSON})
+def status(c, json=False):
+    """The whole workbench on one screen: base, images, releases and health, daemons, sandboxes, netboot."""
+    from workbench.ops import status as wb_status
+
+    report = wb_status.status(_config())
+    if json:
+        _print_json(report.to_dict())
+        return
+    print(wb_status.render(report))
+
+
 @wb(
     name="log",
     positional=["run"],
@@ -891,4 +903,5 @@ ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, releas
 ns.add_collection(netboot_ns)
 ns.add_collection(sandbox_ns)
 ns.add_task(demo)
+ns.add_task(status)
 ns.add_task(run_log)
