@@ -17,6 +17,8 @@ from workbench.build import bake, images
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.release import docker as docker_target
+from workbench.release import registry
+from workbench.release.target import ENV_LABEL
 
 ERROR_LOG = "/var/lib/mysql/mariadb.err"
 # What MariaDB writes when it shuts down cleanly, and when it starts on data it did not close.
@@ -106,3 +108,17 @@ class Writers:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def clean_environment(config: wb_config.Config, env: str) -> None:
+    """Every container, network and data volume of `env` under the config's prefix, and its registry."""
+    labels = {engine.PREFIX_LABEL: config.prefix, ENV_LABEL: env}
+    for container in engine.containers(labels):
+        engine.remove_container(container)
+    client = engine.client()
+    for network in client.networks.list(names=[f"{config.prefix}-{env}"]):
+        network.remove()
+    filters = {"label": [f"{engine.PREFIX_LABEL}={config.prefix}", f"{ENV_LABEL}={env}"]}
+    for volume in client.volumes.list(filters=filters):
+        volume.remove(force=True)
+    registry.down(config)

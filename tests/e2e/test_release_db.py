@@ -26,7 +26,7 @@ from tests.integration.releasekit import free_port
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.core.errors import DeployFailed
-from workbench.release import docker, ledger, registry, target
+from workbench.release import docker, ledger, target
 from workbench.release import releases as release
 
 ENV = "dbstage"
@@ -57,20 +57,6 @@ class DbSite:
         return sorted(c.name for c in engine.containers(labels))
 
 
-def clean_environment(config: wb_config.Config, env: str) -> None:
-    """Every container, network and data volume of `env` under the config's prefix, and its registry."""
-    labels = {engine.PREFIX_LABEL: config.prefix, target.ENV_LABEL: env}
-    for container in engine.containers(labels):
-        engine.remove_container(container)
-    client = engine.client()
-    for network in client.networks.list(names=[f"{config.prefix}-{env}"]):
-        network.remove()
-    filters = {"label": [f"{engine.PREFIX_LABEL}={config.prefix}", f"{target.ENV_LABEL}={env}"]}
-    for volume in client.volumes.list(filters=filters):
-        volume.remove(force=True)
-    registry.down(config)
-
-
 @pytest.fixture(scope="module")
 def site(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[DbSite]:
     baked = dbs.bake_db(wb_config.load(write_config(wb_state / "db-bake.toml", config_data(wb_prefix, wb_state))))
@@ -85,7 +71,7 @@ def site(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[DbSite]:
         copies.append(dbs.copy_version(config, baked.id))
         yield DbSite(config, path, baked.version, copies[0])
     finally:
-        clean_environment(config, ENV)
+        dbs.clean_environment(config, ENV)
         for version in copies:
             dbs.remove_image(f"{config.prefix}/db:{version}")
         shutil.rmtree(state, ignore_errors=True)

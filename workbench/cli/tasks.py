@@ -795,6 +795,71 @@ release_ns = Collection(
 )
 
 
+# --- db (backups of database roles) -----------------------------------------------
+
+_DB_ROLE = "the database role (default: the one role with [roles.<r>] dbms)"
+
+
+@wb(name="backup", help={"env": "the environment whose database to back up", "role": _DB_ROLE, "json": _JSON})
+def db_backup(c, env="", role="", json=False):
+    """Back up the database serving in an environment (mariadb-dump, gzip, sha256) under the state directory."""
+    from workbench.core.errors import ConfigError
+    from workbench.core.progress import human_size
+    from workbench.release import backup
+
+    if not env:
+        raise ConfigError("db.backup needs --env (e.g. fab db.backup --env staging)")
+    cfg = _config()
+    made = backup.backup(cfg, env, role or None)
+    if json:
+        _print_json(made.to_dict())
+        return
+    where = backup.directory(cfg, made.environment, made.role) / made.name
+    print(f"{where}: {human_size(made.size)}, sha256 {made.sha256}, from {made.release}, {made.seconds:.1f}s")
+
+
+@wb(name="backups", help={"env": "only this environment", "role": "only this role", "json": _JSON})
+def db_backups(c, env="", role="", json=False):
+    """List the backups: name, environment, when, size, release, sha256."""
+    from workbench.core.progress import human_size
+    from workbench.release import backup
+
+    found = backup.backups(_config(), env or None, role or None)
+    if json:
+        _print_json([b.to_dict() for b in found])
+        return
+    if not found:
+        print("no backups yet (fab db.backup --env <environment>)")
+    for b in found:
+        print(f"{b.name:<42} {b.environment:<11} {b.created:<25} {human_size(b.size):>9} {b.release:<8} "
+              f"{b.sha256[:16]}")
+
+
+@wb(
+    name="restore",
+    positional=["backup"],
+    help={"backup": "a backup's name as db.backups lists it (or its path)", "env": "the environment to restore into",
+          "role": _DB_ROLE, "json": _JSON},
+)
+def db_restore(c, backup="", env="", role="", json=False):
+    """Restore a backup into an environment's database: checked, loaded aside, then switched in (paused, resumed)."""
+    from workbench.core.errors import ConfigError
+    from workbench.release import backup as wb_backup
+
+    if not backup or not env:
+        raise ConfigError("db.restore needs a backup and --env (e.g. fab db.restore db-staging-....sql.gz --env "
+                          "staging; fab db.backups lists them)")
+    done = wb_backup.restore(_config(), env, backup, role or None)
+    if json:
+        _print_json(dataclasses.asdict(done))
+        return
+    print(f"{done.backup} restored into {done.environment}: {done.release} serves it (unavailable "
+          f"{done.downtime:.1f}s of {done.seconds:.1f}s); the data before is kept in {done.before}")
+
+
+db_ns = Collection("db", db_backup, db_backups, db_restore)
+
+
 # --- registry --------------------------------------------------------------------
 
 
@@ -848,6 +913,12 @@ def demo(c, env="staging"):
     print(f"history of app in {env}:")
     for r in result.history:
         print(f"  {_release_line(r)}")
+    print(f"\nopen {result.url}/ ({env}'s frontend: {result.rollback.tag} serves the original page)")
+    print("try next:")
+    print(f"  fab release.history --env {env} --role app")
+    print(f"  fab release.rollback {result.second.tag}    # the changed page back, by its tag")
+    print("  fab status                      # the whole workbench on one screen")
+    print(f"  fab release.down --env {env}    # stop what the demo runs")
 
 
 @wb(help={"json": _JSON})
@@ -899,7 +970,7 @@ name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
 image_ns = Collection("image", base, image_bake, image_list, image_prune)
 
-ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, release_ns, registry_ns)
+ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, release_ns, registry_ns, db_ns)
 ns.add_collection(netboot_ns)
 ns.add_collection(sandbox_ns)
 ns.add_task(demo)

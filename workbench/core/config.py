@@ -126,6 +126,12 @@ class Environment:
         "docker", "Where the environment's releases run: the local Docker engine.", choices=("docker",)
     )
     replicas: int = setting(1, "Instances of each release, all behind the frontend.")
+    backup_every: str = setting(
+        "",
+        "How often `fab watch` backs up the databases serving here (roles with `dbms`): `6h`, `30m`, `1d`, or "
+        "seconds (`\"3600\"`); empty: only `fab db.backup`.",
+    )
+    backup_keep: int = setting(7, "Backups kept per database role here; the oldest go after each new one.")
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,12 @@ class Role:
     )
     idempotence_exempt: tuple[str, ...] = setting(
         [], "State IDs allowed to report changes on the second run."
+    )
+    dbms: str = setting(
+        "",
+        "The database server the role runs, for `fab db.*` backups and restores and for deployed pools' "
+        "accounts and replication (needs `data`); empty: none.",
+        choices=("", "mariadb"),
     )
 
     @property
@@ -188,6 +200,13 @@ class Pool:
         [], "Its hosts: `{ name = \"db1\", private = \"10.0.0.5\", public = \"203.0.113.5\" }` (public optional)."
     )
     variables: dict[str, str] = setting({}, "Settings handed to its users with the addresses (database name, user...).")
+    deployed: bool = setting(
+        False,
+        "The workbench runs the members itself, as the releases of `role` in each of the pool's environments: "
+        "members are named `<role><n>` and reached by name (`db2.staging.wpdn`, no `private`), each with its own data; "
+        "for a `dbms` role the first is the primary, the others replicate from it over TLS, and each user role gets "
+        "an account made at deploy time.",
+    )
 
 
 @dataclass(frozen=True)
@@ -440,6 +459,8 @@ def _cross_checks(config: Config) -> list[str]:
             elif data.rstrip("/") in seen_data:
                 problems.append(f"[roles.{role.name}] data: {data!r} is listed twice")
             seen_data.add(data.rstrip("/"))
+        if role.dbms and not role.data:
+            problems.append(f"[roles.{role.name}] dbms = {role.dbms!r}: a database role needs `data` (its data path)")
         for formula in role.formulas:
             if not (config.root / formula).is_dir():
                 problems.append(f"[roles.{role.name}] formulas: {formula!r} is not a directory under {config.root}")
@@ -453,6 +474,11 @@ def _cross_checks(config: Config) -> list[str]:
             )
         if env.retention < 1:
             problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
+        if env.backup_every and parse_duration(env.backup_every) is None:
+            problems.append(f"[environments.{env.name}] backup_every = {env.backup_every!r}: give seconds (\"3600\") "
+                            "or a number with s, m, h or d (\"6h\"), at least 60 seconds")
+        if env.backup_keep < 1:
+            problems.append(f"[environments.{env.name}] backup_keep = {env.backup_keep}: keep at least 1 backup")
         if not 1 <= env.replicas <= 16:
             problems.append(f"[environments.{env.name}] replicas = {env.replicas}: run between 1 and 16 instances")
         for var in env.variables:
@@ -504,13 +530,15 @@ def _operations_checks(config: Config) -> list[str]:
                 problems.append(f"{where} environments: unknown environment {env!r}")
         if not 0 <= pool.port < 65536:
             problems.append(f"{where} port = {pool.port}: not a TCP port")
+        if pool.deployed:
+            problems.extend(_deployed_pool_checks(config, pool))
         seen: set[str] = set()
         for index, member in enumerate(pool.members):
             at = f"{where} members[{index}]"
             unknown = sorted(set(member) - {"name", "private", "public", "ssh_port"})
             if unknown:
                 problems.append(f"{at}: unknown key {unknown[0]!r}: expected name, private, public, ssh_port")
-            for key in ("name", "private"):
+            for key in ("name", "private")[: 1 if pool.deployed else 2]:
                 if not member.get(key):
                     problems.append(f"{at}: {key} is missing (each member needs a name and a private address)")
             if member.get("name") in seen:
@@ -519,6 +547,45 @@ def _operations_checks(config: Config) -> list[str]:
             if member.get("ssh_port") and not member["ssh_port"].isdigit():
                 problems.append(f"{at} ssh_port = {member['ssh_port']!r}: not a port number")
     return problems
+
+
+def _deployed_pool_checks(config: Config, pool: Pool) -> list[str]:
+    """A pool the workbench runs: a database role, members named by the naming rule, one such pool per role."""
+    problems: list[str] = []
+    where = f"[pools.{pool.name}]"
+    role = config.roles.get(pool.role)
+    if role is not None and not role.dbms:
+        problems.append(f"{where} deployed = true: role {pool.role!r} has no `dbms` (only database pools are "
+                        "deployed by the workbench)")
+    if not pool.members:
+        problems.append(f"{where} deployed = true: name its members (members = [{{ name = \"{pool.role}1\" }}])")
+    for index, member in enumerate(pool.members):
+        name = member.get("name", "")
+        match = re.match(r"^(?P<role>[a-z](?:[a-z0-9]*[a-z])?)(?P<n>[1-9][0-9]*)$", name)
+        names_role = match and role is not None and match["role"] in (role.name, *role.aliases)
+        if name and not names_role:
+            problems.append(f"{where} members[{index}] name = {name!r}: a deployed member is named <role><n> by the "
+                            f"naming rule (e.g. {pool.role}1, {pool.role}2)")
+        if member.get("private"):
+            problems.append(f"{where} members[{index}]: no private address for a deployed member: it is reached as "
+                            f"{name}.<environment>.{config.workbench.domain}")
+    others = [p.name for p in config.pools.values() if p.deployed and p.role == pool.role and p.name < pool.name]
+    if others:
+        problems.append(f"{where}: role {pool.role} is already deployed by [pools.{others[0]}]: one deployed pool per "
+                        "role")
+    return problems
+
+
+_DURATION = re.compile(r"^(?P<n>[0-9]+)(?P<unit>[smhd]?)$")
+
+
+def parse_duration(text: str) -> int | None:
+    """`6h` -> 21600, `90s`/`"90"` -> 90; None when it is not a duration of at least a minute."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    seconds = int(match["n"]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
+    return seconds if seconds >= 60 else None
 
 
 # --- reference -----------------------------------------------------------------

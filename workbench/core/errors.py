@@ -85,6 +85,10 @@ class DeployFailed(ReleaseError):
     """A new release did not become healthy; the previous one keeps serving."""
 
 
+class BackupError(ReleaseError):
+    """A database backup cannot be made, read or restored; the running database is left as it was."""
+
+
 class SandboxError(WorkbenchError):
     """A sandbox operation failed."""
 

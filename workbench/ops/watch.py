@@ -35,6 +35,8 @@ from workbench.core.config import Config
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.core.inputs import hash_inputs
 from workbench.ops.gitmirror import Commit, Mirror, resolve_source
+from workbench.release import backup
+from workbench.release.backup import Scheduled
 
 SCHEMA = 1
 SCOPE = "watch"
@@ -343,6 +345,7 @@ class Watcher:
                 # branch) is reported and retried, it does not end the service.
                 progress.detail(f"look at {self.target.branch} failed: {exc}")
                 events = []
+            scheduled_backups(self.config)
             seen += len(events)
             if on_events and events:
                 on_events(events)
@@ -402,6 +405,7 @@ class Summary:
     events: int
     failed: int
     hook: str
+    backups: tuple[Scheduled, ...] = ()
 
 
 def watch(
@@ -421,7 +425,8 @@ def watch(
         progress.step(SCOPE, f"watching {tgt.branch} of {tgt.source} (head {head[:10]})")
         if once:
             events = watcher.poll("once")
-            return Summary(tgt.source, tgt.branch, len(events), _failures(events), "")
+            backups = scheduled_backups(config)
+            return Summary(tgt.source, tgt.branch, len(events), _failures(events), "", backups)
         seen: list[Event] = []
         with contextlib.ExitStack() as stack:
             address = ""
@@ -440,6 +445,22 @@ def watch(
 
 def _failures(events: list[Event]) -> int:
     return sum(1 for e in events if e.status == "failed")
+
+
+# --- scheduled backups ------------------------------------------------------------------
+
+
+def scheduled_backups(config: Config) -> tuple[Scheduled, ...]:
+    """The database backups `[environments.<env>] backup_every` says are due, made at each look.
+
+    The watcher's own configuration decides (not the commit's): where its
+    databases run and how often they are backed up is this machine's business.
+    """
+    done = tuple(backup.scheduled(config))
+    for item in done:
+        if item.backup is not None:
+            progress.step(SCOPE, f"backup of {item.role} in {item.environment}: {item.backup.name}")
+    return done
 
 
 # --- the real bake and promotion -------------------------------------------------------
