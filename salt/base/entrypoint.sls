@@ -15,6 +15,14 @@ workbench-role-grain:
     - source: salt://base/files/workbench-init
     - mode: '0755'
 
+# Runs the services the role's service states declared (recorded during the
+# bake in /etc/workbench/services.json by salt/_modules/workbench_service.py):
+# workbench-init has it write a monit check for each at every start.
+/usr/local/sbin/workbench-services:
+  file.managed:
+    - source: salt://base/files/workbench-services
+    - mode: '0755'
+
 # Scripts run (run-parts) at every container start, before monit: roles use
 # them for what must exist at run time only, such as directories under /run.
 /etc/workbench/init.d:
