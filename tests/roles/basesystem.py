@@ -29,6 +29,9 @@ BUILD_LEFTOVERS = (
     "/var/run/salt",
     "/usr/sbin/policy-rc.d",
     "/packer-files",
+    # The fences that keep daemons from starting during the bake (images/scripts/provision.sh).
+    "/lib/lsb/init-functions.d/01-workbench-bake",
+    "/sbin/start-stop-daemon.REAL",
 )
 BUILD_LEFTOVER_GLOBS = ("/tmp/salt*", "/tmp/packer*", "/var/tmp/salt*", "/tmp/thin*")
 
@@ -105,19 +108,50 @@ def test_monit_configuration(host: Any) -> None:
     assert monitrc.mode == 0o600, "monit refuses a control file others can read"
     assert monitrc.contains(r"^set daemon 2$")
     assert monitrc.contains(r"^include /etc/monit/conf.d/\*$")
+    assert monitrc.contains(r"^include /run/workbench/monit.d/\*$"), "the checks generated at start"
     assert monitrc.contains(r"use address 127.0.0.1")
     assert host.socket("tcp://127.0.0.1:2812").is_listening
     assert not host.socket("tcp://0.0.0.0:2812").is_listening
 
 
 def test_monit_watches_every_configured_service(host: Any, monit_ready: dict[str, tuple[str, str]]) -> None:
+    # Hand-written checks, and those generated at start for the declared services.
     configured = set()
+    for directory in ("/etc/monit/conf.d", "/run/workbench/monit.d"):
+        for path in host.file(directory).listdir():
+            text = host.file(f"{directory}/{path}").content_string
+            found = re.findall(r"^check (process|program) \"?([^\s\"]+)", text, re.MULTILINE)
+            configured.update((name, kind.capitalize()) for kind, name in found)
+    watched = {(name, kind) for name, (_, kind) in monit_ready.items() if kind != "System"}
+    assert watched == configured
+    assert all(monit_ready[name][0] == "OK" for name, _ in configured)
+
+
+def test_declared_services_are_the_generated_checks(host: Any) -> None:
+    # What the role's Salt service states declared (the bake's service module
+    # records it) is what the image runs: a generated check each, unless a
+    # hand-written check of that name exists.
+    record = host.file("/etc/workbench/services.json")
+    declared = json.loads(record.content_string)["services"] if record.exists else {}
+    running = sorted(name for name, e in declared.items() if (e["running"] or e["enabled"]) and not e["masked"])
+    assert host.check_output("workbench-services list").split() == running
+    hand_written = set()
     for path in host.file("/etc/monit/conf.d").listdir():
         text = host.file(f"/etc/monit/conf.d/{path}").content_string
-        configured.update(re.findall(r"^check process (\S+)", text, re.MULTILINE))
-    watched = {name for name, (_, kind) in monit_ready.items() if kind == "Process"}
-    assert watched == configured
-    assert all(monit_ready[name][0] == "OK" for name in configured)
+        hand_written.update(re.findall(r"^check \w+ \"?([^\s\"]+)", text, re.MULTILINE))
+    generated = set(host.file("/run/workbench/monit.d").listdir())
+    assert generated <= set(running)
+    assert set(running) - hand_written - generated <= aliases_of(host, generated), (running, generated)
+
+
+def aliases_of(host: Any, names: set[str]) -> set[str]:
+    """Other names (unit aliases) of the services `names`: each runs once, under its unit's name."""
+    found = set()
+    for link in host.run("find /etc/systemd/system -maxdepth 1 -type l -name '*.service'").stdout.split():
+        target = host.file(link).linked_to
+        if target and target.rsplit("/", 1)[-1].removesuffix(".service") in names:
+            found.add(link.rsplit("/", 1)[-1].removesuffix(".service"))
+    return found
 
 
 def test_release_record(host: Any) -> None:
@@ -134,6 +168,7 @@ def test_no_build_machinery(host: Any) -> None:
         present += host.run(f"ls -d {pattern} 2>/dev/null").stdout.split()
     assert not present, f"left over from the bake: {present}"
     assert host.run("python3 -c 'import salt'").rc != 0, "Salt is importable in the image"
+    assert "start-stop-daemon" not in host.check_output("dpkg-divert --list"), "the bake's diversion"
 
 
 def test_no_package_caches(host: Any) -> None:
