@@ -4,3 +4,10 @@ base:
   'workbench_role:db':
     - match: grain
     - timezone
+  # The community formulas' roles (README.md, "External formulas").
+  'workbench_role:redis':
+    - match: grain
+    - redis
+  'workbench_role:haproxy':
+    - match: grain
+    - haproxy
