@@ -249,3 +249,27 @@ def test_pytest_progress_reads_a_long_testinfra_failure() -> None:
         reader.read(line)
     assert reader.failed == ["test_content"]
     assert "      E       AssertionError: assert 'real\\n' == 'expected'" in reader.describe_failures()
+
+
+def test_an_outline_job_shows_headings_and_one_line_per_job_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    out = io.StringIO()
+    with progress.session("tty", stream=out):
+        with progress.job("demo", outline=True):
+            progress.step("demo", "1/2 bake app")
+            progress.step("base", "workbench/base:fb525f854c00 is up to date")
+            bake_like("app")
+            progress.step("demo", "2/2 promote workbench/app:4 to staging")
+            progress.step("promote app-5", "pushing 127.0.0.1:5000/workbench/app:app-5")
+            progress.detail("starting the staging frontend on 127.0.0.1:8081")
+            progress.step("promote app-5", "app-5 serves app in staging")
+        print("demo done")
+    shown = screen(out.getvalue())
+    assert shown[0] == "demo 1/2 bake app"
+    assert shown[1].startswith("✔ base") and "is up to date" in shown[1]
+    assert shown[2].startswith("✔ bake app") and "tag: workbench/app:4" in shown[2]
+    assert shown[3] == "demo 2/2 promote workbench/app:4 to staging"
+    assert shown[4].startswith("✔ promote app-5") and "app-5 serves app in staging" in shown[4]
+    assert "pushing" not in shown[4], "the steps of a release are not named: no split"
+    # The remarks of the work inside are in the log, not on the outline.
+    assert len(shown) == 5, shown

@@ -172,7 +172,7 @@ def _running(config: Config) -> Iterator[PackageCache]:
                 what=f"the package cache (apt-cacher-ng on port {port})",
                 daemon=daemon,
             )
-            progress.detail(f"package cache: apt-cacher-ng on 127.0.0.1:{port} and {gateway}:{port} (data {base}/data)")
+            progress.detail(f"package cache: apt-cacher-ng on 127.0.0.1:{port} and {gateway}:{port}")
             yield PackageCache(port=port, gateway=gateway)
         finally:
             daemon.stop()

@@ -114,7 +114,6 @@ def bake(
         if all(cached):
             return [c for c in cached if c is not None]
     with aptcache.package_cache(config) as cache:
-        progress.step("bake", f"base: {base.base_tag(config)}")
         mirror_via = cache.mirror_via(config.base.mirror) if cache else None
         base_image = base.build_base(config, mirror_via=mirror_via)
         base_ref = builder.prepare(config, base_image, mirror_via)

@@ -61,14 +61,19 @@ def run(config: Config, environment: str = "staging") -> DemoResult:
             f"set [environments.{environment}] frontend_port in {config.path}"
         )
     url = f"http://127.0.0.1:{env.frontend_port}"
+    # On a terminal: five headings, one line per bake and release under each.
+    with progress.job(SCOPE, outline=True):
+        return _run(config, environment, url)
 
+
+def _run(config: Config, environment: str, url: str) -> DemoResult:
     progress.step(SCOPE, f"1/5 bake {ROLE} and the frontend from the vanilla base")
     first_bake = {r.role: r for r in bake.bake(config, [ROLE, "frontend"])}[ROLE]
     progress.step(SCOPE, f"2/5 promote {first_bake.tag} to {environment}")
     first = release.promote(config, ROLE, environment, first_bake.version, message="demo: first release")
     seen_first = _observe(url)
 
-    progress.step(SCOPE, f"3/5 change the app's state ({CHANGED_FILE}) in a copy of the checkout, bake again")
+    progress.step(SCOPE, f"3/5 change a line of {CHANGED_FILE.name} and its test (in a copy), bake again")
     changed = changed_checkout(config)
     second_bake = bake.bake_role(changed, ROLE)
     progress.step(SCOPE, f"4/5 promote {second_bake.tag} to {environment}")

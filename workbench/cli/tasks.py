@@ -102,7 +102,8 @@ def _drawn(c: Any, run_name: str | None) -> Iterator[runlog.RunLog | None]:
         if log is not None:
             log.finish(code)
             if code == 0:
-                sys.stderr.write(f"log: {_shown(log.path)} (fab log {log.id})\n")
+                # The last run's log is what `fab log` shows.
+                sys.stderr.write(f"log: {_shown(log.path)} (fab log)\n")
 
 
 def _shown(path: Path) -> str:
@@ -910,9 +911,10 @@ def demo(c, env="staging"):
     for label, seen in zip(labels, result.observed, strict=True):
         page = "changed page" if seen.changed_page else "original page"
         print(f"  {label:<28} release {seen.release:<10} {page}")
-    print(f"history of app in {env}:")
+    print(f"history of app in {env} (fab release.history):")
     for r in result.history:
-        print(f"  {_release_line(r)}")
+        what = f"{r.action} of {r.rollback_of}" if r.rollback_of else r.action
+        print(f"  {r.tag:<8} {r.image:<20} {r.digest[7:19]}  {what}: {r.message}")
     print(f"\nopen {result.url}/ ({env}'s frontend: {result.rollback.tag} serves the original page)")
     print("try next:")
     print(f"  fab release.history --env {env} --role app")

@@ -50,6 +50,9 @@ class Step:
     scope: str
     message: str
     started: float = field(default_factory=time.monotonic)
+    # "step"; "heading": a step of an outline job (the demo's 1/5 ... 5/5); "nested": a
+    # step of work inside an outline job, summed up in one line per job on a terminal.
+    kind: str = "step"
     activity: str = ""
     ended: float | None = None
     failed: bool = False
@@ -65,6 +68,7 @@ class _Frame:
 
     name: str
     explicit: bool
+    outline: bool = False
     started: float = field(default_factory=time.monotonic)
     thread: int = field(default_factory=threading.get_ident)
     own: Step | None = None  # the job's own current step
@@ -137,7 +141,7 @@ class PlainRenderer:
             self._say(f"    {self._lead(step)}{line}")
 
     def job_ended(self, name: str, seconds: float, steps: list[Step], failed: bool) -> None:
-        split = ", ".join(f"{_step_name(s)} {s.seconds:.1f}s" for s in steps if s.scope == name)
+        split = ", ".join(f"{_step_name(s)} {s.seconds:.1f}s" for s in steps if s.scope == name and _step_name(s))
         how = "failed after" if failed else "done in"
         self._say(f"==> [{name}] {how} {seconds:.1f}s" + (f" ({split})" if split else ""))
 
@@ -158,6 +162,7 @@ class LiveRenderer:
         self._live: object | None = None
         self._width = 12
         self._pending: dict[int, list[str]] = {}
+        self._nested: dict[str, list[Step]] = {}
 
     def start(self, session: Session) -> None:
         from rich.live import Live
@@ -171,6 +176,7 @@ class LiveRenderer:
         self._live = live
 
     def stop(self) -> None:
+        self.flush()
         live, self._live = self._live, None
         if live is not None:
             live.stop()  # type: ignore[attr-defined]
@@ -210,19 +216,48 @@ class LiveRenderer:
         self.console.print(grid)
 
     def step_started(self, step: Step) -> None:
+        if step.kind == "heading":
+            from rich.text import Text
+
+            self.flush()
+            self.console.print(Text(f"{step.scope} {step.message}", style="bold"), no_wrap=True, overflow="ellipsis")
+            return
         self._name(step.scope)
 
     def step_ended(self, step: Step) -> None:
-        from rich.text import Text
-
-        mark = Text("✘", style="bold red") if step.failed else Text("✔", style="green")
-        self._line(mark, step.scope, step.message, f"{step.seconds:.1f}s")
+        if step.kind == "heading":
+            return
+        if step.kind == "nested":
+            # One line per job inside an outline, when it is done (`job_ended`, the next heading).
+            self._nested.setdefault(step.scope, []).append(step)
+            return
+        self._line(_mark(step.failed), step.scope, step.message, f"{step.seconds:.1f}s")
         for text in self._pending.pop(id(step), []):
             self._line("", "", text, "", style="dim")
 
+    def flush(self, scope: str | None = None) -> None:
+        """Sum up the work done inside an outline job: one line per job, in the order they
+        began, up to `scope` (or every one). Their remarks are in the log."""
+        order = sorted(self._nested, key=lambda name: self._nested[name][0].started)
+        if scope is not None:
+            if scope not in self._nested:
+                return
+            order = order[: order.index(scope) + 1]
+        for name in order:
+            steps = self._nested.pop(name, [])
+            if not steps:
+                continue
+            last = steps[-1]
+            split = ", ".join(f"{_step_name(s)} {s.seconds:.1f}s" for s in steps if s.seconds >= 1.0 and _step_name(s))
+            message = f"{last.message}  ({split})" if len(steps) > 1 and split else last.message
+            seconds = sum(s.seconds for s in steps)
+            self._line(_mark(any(s.failed for s in steps)), name, message, f"{seconds:.1f}s")
+            for step in steps:
+                self._pending.pop(id(step), None)
+
     def detail(self, step: Step | None, text: str) -> None:
-        if step is None or step.ended is not None:
-            self._line("", step.scope if step else "", text, "", style="dim")
+        if step is None or step.ended is not None or step.kind == "heading":
+            self._line("", step.scope if step and step.kind != "heading" else "", text, "", style="dim")
             return
         # Shown under its step's line once the step is done; on the live line until then.
         self._pending.setdefault(id(step), []).append(text)
@@ -235,13 +270,20 @@ class LiveRenderer:
             self.console.print(Text(f"  {line}", style="dim"), soft_wrap=True)
 
     def job_ended(self, name: str, seconds: float, steps: list[Step], failed: bool) -> None:
-        pass
+        # An outline's own steps are headings: what it did inside is summed up by now.
+        self.flush(None if any(s.kind == "heading" for s in steps) else name)
+
+
+def _mark(failed: bool) -> RenderableType:
+    from rich.text import Text
+
+    return Text("✘", style="bold red") if failed else Text("✔", style="green")
 
 
 def _step_name(step: Step) -> str:
-    """`provision: base, app with ...` -> `provision`."""
-    head = step.message.split(":", 1)[0]
-    return head if len(head) <= 24 else head[:21] + "..."
+    """`provision: base, app with ...` -> `provision`; "" for a step not named so."""
+    head, colon, _ = step.message.partition(":")
+    return head if colon and head.isidentifier() else ""
 
 
 def _clock(seconds: float) -> str:
@@ -309,8 +351,8 @@ class Session:
 
     # --- events -------------------------------------------------------------
 
-    def begin_job(self, name: str) -> _Frame:
-        frame = _Frame(name, explicit=True)
+    def begin_job(self, name: str, outline: bool = False) -> _Frame:
+        frame = _Frame(name, explicit=True, outline=outline)
         with self.lock:
             stack = self._stack()
             # What the thread reported before this job is over: its time is not the job's.
@@ -341,7 +383,7 @@ class Session:
             self._ensure_started()
             stack = self._stack()
             frame = next((f for f in reversed(stack) if f.explicit and f.name == scope), stack[-1])
-            step = Step(scope, message)
+            step = Step(scope, message, kind=self._kind(frame, scope))
             if frame.explicit and frame.name == scope:
                 # The job's own next step ends its last one, and whatever ran inside it.
                 for old in (frame.other, frame.own):
@@ -357,6 +399,12 @@ class Session:
             if self.log is not None:
                 self.log.write(scope, f"==> {message}")
             self.renderer.step_started(step)
+
+    def _kind(self, frame: _Frame, scope: str) -> str:
+        if frame.outline and frame.name == scope:
+            return "heading"
+        outlines = {f.name for f in list(self.frames) if f.outline}
+        return "nested" if outlines and scope not in outlines else "step"
 
     def _end(self, step: Step, failed: bool, frame: _Frame) -> None:
         step.ended = time.monotonic()
@@ -428,10 +476,14 @@ def session(
 
 
 @contextlib.contextmanager
-def job(name: str) -> Iterator[None]:
-    """A unit of work with its own live line (a bake of one role, a sandbox, a netboot test)."""
+def job(name: str, *, outline: bool = False) -> Iterator[None]:
+    """A unit of work with its own live line (a bake of one role, a sandbox, a netboot test).
+
+    An `outline` job (the demo) is made of others: on a terminal its steps are
+    headings, and each job done inside one is summed up in a line of its own.
+    """
     current = _session
-    frame = current.begin_job(name)
+    frame = current.begin_job(name, outline)
     failed = True
     try:
         yield
