@@ -28,7 +28,7 @@ from releasekit import clean_environments, free_port, make_app, make_frontend, m
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.core.errors import ConfigError, DeployFailed
-from workbench.release import docker, ledger, target
+from workbench.release import docker, ledger, loadgen, target
 from workbench.release import releases as release
 
 
@@ -110,6 +110,8 @@ def site(wb_prefix: str, wb_state: Path, base_image: object) -> Iterator[Site]:
         environments={
             "staging": {"frontend_port": free_port()},
             "scaled": {"frontend_port": free_port(), "replicas": 2},
+            "warm": {"frontend_port": free_port(), "standby": 300},
+            "brief": {"frontend_port": free_port(), "standby": 1},
         },
     )
     data["roles"]["store"] = {
@@ -152,6 +154,7 @@ def test_data_survives_a_promote_with_one_writer_at_a_time(site: Site) -> None:
     assert writers.samples > 10 and writers.most == 1
     assert site.store() == {"release": "store-2", "rows": ["from-the-image", "row1"]}
     assert site.store_containers() == [f"{site.config.prefix}-staging-store-2"]
+    assert ("staging", "store") not in release.standbys(site.config)  # never two containers on the data
     site.write("row2")
 
 
@@ -211,8 +214,10 @@ def test_replicas_run_behind_the_frontend(site: Site) -> None:
     url = f"http://127.0.0.1:{scaled.frontend_port}/health"
     seen = {target.upstream_of(url) for _ in range(20)}
     assert seen == {i.address for i in running}
-    site.fab("release.promote", "app", "--env", "scaled", "--version", "2", check=True)
-    assert [i.tag for i in docker.DockerTarget(site.config).instances(scaled, "app")] == ["app-2", "app-2"]
+    second = release.promote(site.config, "app", "scaled", version=2)
+    now = docker.DockerTarget(site.config).instances(scaled, "app")
+    assert [i.tag for i in now if not i.name.endswith("-standby")] == [second.tag, second.tag]
+    assert [i.tag for i in now if i.name.endswith("-standby")] == ["app-1", "app-1"]
 
 
 def test_down_stops_everything_keeps_ledger_and_data(site: Site) -> None:
@@ -228,8 +233,8 @@ def test_down_stops_everything_keeps_ledger_and_data(site: Site) -> None:
     assert [r for r in listing if r["environment"] == "staging"] == []
     # Recovery and reading commands never bring a downed environment back.
     assert engine.containers(labels) == []
-    # The environment scaled is not touched.
-    assert len(docker.DockerTarget(site.config).instances(site.config.environment("scaled"), "app")) == 2
+    # The environment scaled is not touched (two replicas serving, two as the standby).
+    assert len(docker.DockerTarget(site.config).instances(site.config.environment("scaled"), "app")) == 4
 
 
 def test_promote_after_down_finds_the_data(site: Site) -> None:
@@ -245,3 +250,72 @@ def test_down_purge_data_says_what_it_deletes(site: Site) -> None:
     assert not engine.client().volumes.list(filters={"name": site.volume})
     bad = site.fab("release.down")
     assert bad.returncode != 0 and "release.down needs --env" in bad.stderr
+
+
+def _running(site: Site, env: str) -> list[str]:
+    labels = {engine.PREFIX_LABEL: site.config.prefix, target.ENV_LABEL: env, engine.ROLE_LABEL: "app"}
+    return sorted(c.name for c in engine.containers(labels) if c.status == "running")
+
+
+def _health(site: Site, env: str) -> str:
+    url = f"http://127.0.0.1:{site.config.environment(env).frontend_port}/health"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(json.loads(response.read())["release"])
+
+
+def test_the_replaced_release_stays_as_a_warm_standby(site: Site) -> None:
+    prefix = site.config.prefix
+    first = release.promote(site.config, "app", "warm", version=1)
+    second = release.promote(site.config, "app", "warm", version=2)
+    assert _running(site, "warm") == [f"{prefix}-warm-{first.tag}-standby", f"{prefix}-warm-{second.tag}"]
+    assert _health(site, "warm") == second.tag
+    listing = json.loads(site.fab("release.list", "--json", check=True).stdout)
+    [row] = [r for r in listing if r["environment"] == "warm"]
+    assert row["tag"] == second.tag and row["standby"]["tag"] == first.tag
+    assert f"warm standby: {first.tag} until" in site.fab("release.list", check=True).stdout
+
+
+def test_rollback_to_the_standby_is_a_frontend_switch(site: Site) -> None:
+    prefix = site.config.prefix
+    second = release.current(site.config)
+    [serving] = [r for r in second if r.environment == "warm"]
+    first = release.standbys(site.config)[("warm", "app")][0]
+    url = f"http://127.0.0.1:{site.config.environment('warm').frontend_port}/health"
+    with loadgen.Load(url, max_seconds=60) as load:
+        time.sleep(0.3)
+        back = release.rollback(site.config, first)
+        time.sleep(0.3)
+    assert load.result.failed == 0, load.result.errors
+    assert load.result.ok > 10 and load.result.releases[first] > 0
+    assert (back.path, back.runs, back.rollback_of, back.replaces) == ("warm", first, first, serving.tag)
+    assert release.show(site.config, back.tag)[0].path == "warm"
+    # The very container that served the first release serves again; the one it replaced is now the standby.
+    assert _running(site, "warm") == [f"{prefix}-warm-{first}", f"{prefix}-warm-{serving.tag}-standby"]
+    assert _health(site, "warm") == first
+    assert release.standbys(site.config)[("warm", "app")][0] == serving.tag
+    # Back again: the new standby is reused the same way.
+    again = release.rollback(site.config, serving.tag)
+    assert (again.path, again.runs) == ("warm", serving.tag)
+    assert _health(site, "warm") == serving.tag
+
+
+def test_down_stops_the_standby_too(site: Site) -> None:
+    assert len(_running(site, "warm")) == 2
+    site.fab("release.down", "--env", "warm", check=True)
+    assert _running(site, "warm") == []
+    assert ("warm", "app") not in release.standbys(site.config)
+
+
+def test_an_expired_standby_is_stopped_and_rollback_starts_cold(site: Site) -> None:
+    prefix = site.config.prefix
+    first = release.promote(site.config, "app", "brief", version=1)
+    second = release.promote(site.config, "app", "brief", version=2)
+    assert _running(site, "brief") == [f"{prefix}-brief-{first.tag}-standby", f"{prefix}-brief-{second.tag}"]
+    time.sleep(1.5)
+    proc = site.fab("release.list", "--json", check=True)
+    assert "its 1s are up: stopping it" in proc.stderr
+    json.loads(proc.stdout)
+    assert _running(site, "brief") == [f"{prefix}-brief-{second.tag}"]
+    back = release.rollback(site.config, first.tag)
+    assert (back.path, back.runs) == ("cold", "")
+    assert _health(site, "brief") == back.tag

@@ -68,10 +68,13 @@ def env(wb_prefix: str, wb_state: Path, base_image: object) -> Iterator[Env]:
         prefix,
         state,
         registry={"port": free_port()},
+        # The cold path: every rollback starts the old image again (the warm standby has its own tests in
+        # test_release_data.py).
         environments={
-            "staging": {"frontend_port": free_port(), "variables": {"GREETING": "hello from staging"}},
-            "production": {"frontend_port": free_port()},
-            "sandbox": {"retention": 2},
+            "staging": {"frontend_port": free_port(), "variables": {"GREETING": "hello from staging"},
+                        "standby": 0},
+            "production": {"frontend_port": free_port(), "standby": 0},
+            "sandbox": {"retention": 2, "standby": 0},
         },
     )
     path = write_config(state / "workbench.toml", data)
@@ -142,6 +145,7 @@ def test_rollback_by_tag_serves_the_first_digest(env: Env) -> None:
     assert load.failed == 0, load.errors
     back = env.history()[-1]
     assert (back.tag, back.action, back.rollback_of, back.replaces) == ("app-3", "rollback", "app-1", "app-2")
+    assert (back.path, back.runs) == ("cold", "")
     assert back.digest == first.digest and back.image_id == first.image_id
     assert env.serving(env.staging) == "app-3"
     container = engine.client().containers.get(f"{env.config.prefix}-staging-app-3")

@@ -132,6 +132,11 @@ class Environment:
         "seconds (`\"3600\"`); empty: only `fab db.backup`.",
     )
     backup_keep: int = setting(7, "Backups kept per database role here; the oldest go after each new one.")
+    standby: int = setting(
+        300,
+        "Seconds the release just replaced keeps running as a warm standby, taking no traffic, so that a "
+        "rollback to it is a frontend switch (0: off; roles that keep data never have one).",
+    )
 
 
 @dataclass(frozen=True)
@@ -474,6 +479,8 @@ def _cross_checks(config: Config) -> list[str]:
             )
         if env.retention < 1:
             problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
+        if env.standby < 0:
+            problems.append(f"[environments.{env.name}] standby = {env.standby}: seconds, 0 or more (0 turns it off)")
         if env.backup_every and parse_duration(env.backup_every) is None:
             problems.append(f"[environments.{env.name}] backup_every = {env.backup_every!r}: give seconds (\"3600\") "
                             "or a number with s, m, h or d (\"6h\"), at least 60 seconds")

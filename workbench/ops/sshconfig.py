@@ -80,7 +80,7 @@ def _release_hosts(config: Config) -> tuple[list[Host], list[str]]:
         name = f"{release.role}.{release.environment}.{config.workbench.domain}"
         environment = config.environment(release.environment)
         try:
-            found = target_for(config, environment).instances(environment, tag=release.tag)
+            found = target_for(config, environment).instances(environment, tag=release.instances_tag)
         except WorkbenchError:
             found = ()
         addressed = [i for i in found if i.host]

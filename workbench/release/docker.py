@@ -52,6 +52,8 @@ QUIESCE_TIMEOUT = 120.0
 DATA_LABEL = "workbench.data"
 # The deployed pool member (`db2`) an instance or a data volume belongs to.
 MEMBER_LABEL = "workbench.member"
+# Appended to the names of a release's containers while they are a warm standby.
+STANDBY_SUFFIX = "-standby"
 
 
 class DockerTarget:
@@ -221,6 +223,14 @@ class DockerTarget:
     ]:
         running = [c for c in self._release_containers(environment, role, tag) if c.status == "running"]
         return tuple(self._instance(c, environment) for c in sorted(running, key=lambda c: c.name))
+
+    def hold(self, environment: Environment, tag: str, standby: bool) -> None:
+        # Labels cannot change on a container; its name can, and shows in `docker ps`.
+        for container in self._release_containers(environment, tag=tag):
+            plain = container.name.removesuffix(STANDBY_SUFFIX)
+            wanted = plain + STANDBY_SUFFIX if standby else plain
+            if container.name != wanted:
+                container.rename(wanted)
 
     def pause(self, environment: Environment, tag: str) -> None:
         for container in self._release_containers(environment, tag=tag):

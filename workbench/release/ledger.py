@@ -31,7 +31,9 @@ from typing import Any
 from workbench.core.config import Config
 from workbench.core.errors import LedgerError, ReleaseError
 
-SCHEMA = 1
+# 2: records say which instances serve them (`runs`) and how a rollback went
+# (`path`); the standbys and downs tables. Schema 1 records read with defaults.
+SCHEMA = 2
 LEDGER_FILE = "ledger.sqlite"
 TAG_RE = re.compile(r"^(?P<role>[a-z][a-z0-9]*)-(?P<number>[1-9][0-9]*)$")
 
@@ -72,6 +74,13 @@ CREATE TABLE IF NOT EXISTS intents (
     UNIQUE (environment, role)
 );
 CREATE TABLE IF NOT EXISTS pins (tag TEXT PRIMARY KEY, who TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS standbys (
+    environment TEXT NOT NULL,
+    role TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (environment, role)
+);
 CREATE TABLE IF NOT EXISTS downs (
     environment TEXT NOT NULL,
     role TEXT NOT NULL,
@@ -122,7 +131,14 @@ class Release:
     at: str
     message: str = ""
     detail: str = ""  # why a promote failed or was aborted
+    runs: str = ""  # the release whose instances serve this one ("" for its own; a warm rollback reuses a standby's)
+    path: str = ""  # how a rollback went: "warm" (a standby switched back in) or "cold" (instances started)
     schema: int = SCHEMA
+
+    @property
+    def instances_tag(self) -> str:
+        """The tag the deploy target knows this release's instances by."""
+        return self.runs or self.tag
 
     @property
     def reference(self) -> str:
@@ -199,6 +215,9 @@ class Ledger:
             self.db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA),))
         elif int(row[0]) > SCHEMA:
             raise LedgerError(f"the ledger {self.path} has schema {row[0]}, newer than this workbench's {SCHEMA}")
+        elif int(row[0]) < SCHEMA:
+            # Every change so far only added tables (made above) and fields with defaults.
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA),))
 
     # --- intents -----------------------------------------------------------
 
@@ -304,6 +323,23 @@ class Ledger:
             "AND NOT EXISTS (SELECT 1 FROM downs d WHERE d.environment = r.environment AND d.role = r.role)",
             (RELEASED,),
         )
+
+    # --- warm standbys ----------------------------------------------------------------
+
+    def set_standby(self, environment: str, role: str, tag: str, until: float) -> None:
+        """`tag`'s instances keep running, taking no traffic, until `until` (epoch seconds)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO standbys (environment, role, tag, until) VALUES (?, ?, ?, ?)",
+                       (environment, role, tag, until))
+
+    def clear_standby(self, environment: str, role: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM standbys WHERE environment = ? AND role = ?", (environment, role))
+
+    def standbys(self) -> dict[tuple[str, str], tuple[str, float]]:
+        """{(environment, role): (tag, until)} of every standby recorded."""
+        rows = self.db.execute("SELECT environment, role, tag, until FROM standbys").fetchall()
+        return {(env, role): (tag, until) for env, role, tag, until in rows}
 
     # --- environments taken down -------------------------------------------------
 

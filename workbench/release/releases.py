@@ -110,11 +110,49 @@ def rollback(
             if current is not None and current.image_id == wanted.image_id:
                 raise ReleaseError(f"{wanted.tag}'s image already serves {role_cfg.name} in {where.name} "
                                    f"(as {current.tag}): nothing to roll back")
-            image_id = _image_of(config, wanted)
+            standby = _warm_standby(led, target, where, role_cfg, wanted)
+            image_id = wanted.image_id if standby else _image_of(config, wanted)
             draft = _draft(config, role_cfg, where, ROLLBACK, image_id, _labels(image_id), current,
                            message or f"rollback to {wanted.tag}")
             draft = dataclasses.replace(draft, rollback_of=wanted.tag, version=wanted.version, image=wanted.image)
-            return _carry_out(config, led, target, draft)
+            if standby:
+                draft = dataclasses.replace(draft, runs=standby, path="warm", digest=wanted.digest)
+                return _switch_back(config, led, target, draft)
+            return _carry_out(config, led, target, dataclasses.replace(draft, path="cold"))
+
+
+def _warm_standby(led: Ledger, target: Target, env: Environment, role: Role, wanted: Release) -> str | None:
+    """The standby's tag when `wanted` still runs as the role's unexpired warm standby."""
+    recorded = led.standbys().get((env.name, role.name))
+    if role.data or recorded is None:
+        return None
+    tag, until = recorded
+    if tag != wanted.instances_tag or until <= time.time():
+        return None
+    return tag if target.instances(env, tag=tag) else None
+
+
+def _switch_back(config: Config, led: Ledger, target: Target, draft: Release) -> Release:
+    """A rollback to the warm standby: the frontend switches back to its running instances."""
+    env = config.environment(draft.environment)
+    role = config.role(draft.role)
+    intent = led.begin(draft)
+    release = intent.release
+    scope = f"{release.action} {release.tag}"
+    try:
+        standby = target.instances(env, tag=release.runs)
+        progress.step(scope, f"switching {env.name} back to the warm standby {', '.join(i.name for i in standby)}")
+        target.switch(env, role, standby)
+    except DeployFailed as exc:
+        _undo_or_explain(config, led, target, intent, FAILED, exc, True)
+        raise DeployFailed(f"{release.tag} was not switched to ({release.replaces} keeps serving; recorded as "
+                           f"failed): {exc}") from None
+    except BaseException as exc:
+        _undo_or_explain(config, led, target, intent, ABORTED, exc, True)
+        raise
+    intent = led.advance(intent, "switched")
+    _pause("switched")
+    return _complete(config, led, target, intent, release)
 
 
 @contextmanager
@@ -125,7 +163,18 @@ def _exclusive(
     with ledger.locked(config, env.name, role.name):
         for intent in led.intents(env.name, role.name):
             _recover(config, led, target, intent)
+        _expire_standby(config, led, target, env.name, role.name)
         yield led.current(env.name, role.name)
+
+
+def _expire_standby(config: Config, led: Ledger, target: Target, env: str, role: str) -> None:
+    """Stop the role's standby once its time is up (under the environment+role lock)."""
+    recorded = led.standbys().get((env, role))
+    if recorded is None or recorded[1] > time.time():
+        return
+    progress.step(f"standby {recorded[0]}", f"its {config.environment(env).standby}s are up: stopping it")
+    target.stop(config.environment(env), recorded[0])
+    led.clear_standby(env, role)
 
 
 def _labels(image_id: str) -> dict[str, str]:
@@ -221,19 +270,36 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
 
 
 def _complete(config: Config, led: Ledger, target: Target, intent: Intent, release: Release) -> Release:
+    """The new release serves: the one it replaced becomes the warm standby, anything older stops."""
     env = config.environment(release.environment)
+    role = config.role(release.role)
+    scope = f"{release.action} {release.tag}"
+    keep = release.instances_tag
+    previous = led.get(release.replaces) if release.replaces else None
+    standby = previous.instances_tag if previous and env.standby and not role.data else None
     replaced: dict[str, list[str]] = {}
-    if release.replaces:
+    if previous is not None:
         # Paused, for a stateful role: not among the running instances.
-        replaced[release.replaces] = []
+        replaced[previous.instances_tag] = []
     for instance in target.instances(env, release.role):
-        if instance.tag != release.tag:
+        if instance.tag != keep:
             replaced.setdefault(instance.tag, []).append(instance.name)
+    replaced.pop(keep, None)
     for old, names in replaced.items():
-        progress.step(f"{release.action} {release.tag}", f"stopping {', '.join(names) or old}")
+        if old == standby and names:
+            progress.step(scope, f"keeping {', '.join(names)} as a warm standby for {env.standby}s")
+            target.hold(env, old, standby=True)
+            continue
+        progress.step(scope, f"stopping {', '.join(names) or old}")
         target.stop(env, old)
+    # A warm rollback's instances were the standby until now.
+    target.hold(env, keep, standby=False)
     done = led.finish(intent, release)
-    progress.step(f"{release.action} {release.tag}", f"{release.tag} serves {release.role} in {env.name}")
+    if standby and replaced.get(standby):
+        led.set_standby(env.name, role.name, standby, time.time() + env.standby)
+    else:
+        led.clear_standby(env.name, role.name)
+    progress.step(scope, f"{release.tag} serves {release.role} in {env.name}")
     return done
 
 
@@ -268,7 +334,7 @@ def _undo(
     serving: tuple[Instance, ...] = ()
     if current is not None:
         # A stateful role's current release may be paused (or half-paused by a killed command).
-        serving = _resume(config, target, current) if role.data else target.instances(env, tag=current.tag)
+        serving = _resume(config, target, current) if role.data else target.instances(env, tag=current.instances_tag)
     if repoint and serves_frontend(env, role) and (serving or current is None):
         target.switch(env, role, serving)
     led.finish(intent, dataclasses.replace(release, status=status, detail=why))
@@ -290,7 +356,7 @@ def _resume(config: Config, target: Target, release: Release) -> tuple[Instance,
     """Run `release`'s paused instances (and their stopped services) again; healthy when it returns."""
     env = config.environment(release.environment)
     role = config.role(release.role)
-    resumed = target.resume(env, release.tag)
+    resumed = target.resume(env, release.instances_tag)
     if resumed:
         progress.step(f"resume {release.tag}", f"{release.tag} serves again on its data")
         plan = Plan(role, env, release.tag, release.version, release.image_id, release.digest)
@@ -313,7 +379,21 @@ def recover_all(config: Config, target: Target | None = None) -> list[str]:
                     env = config.environment(release.environment)
                     _recover(config, led, target or target_for(config, env), intent)
                     done.append(release.tag)
+        for (env_name, role), (_, until) in led.standbys().items():
+            if until <= time.time() and env_name in config.environments:
+                with ledger.locked(config, env_name, role, wait=False) as free:
+                    if free:
+                        env = config.environment(env_name)
+                        _expire_standby(config, led, target or target_for(config, env), env_name, role)
     return done
+
+
+def standbys(config: Config) -> dict[tuple[str, str], tuple[str, float]]:
+    """{(environment, role): (tag, until)}: the warm standbys running now."""
+    if not ledger.ledger_path(config).exists():
+        return {}
+    with ledger.opened(config) as led:
+        return led.standbys()
 
 
 def _rollback_target(led: Ledger, tag: str, environment: str | None, role: str | None) -> Release:
@@ -405,6 +485,8 @@ def down(config: Config, env: str, role: str | None = None, purge_data: bool = F
         stopped = target.down(environment, role)
         for name, release in sorted(serving.items()):
             led.mark_down(environment.name, name, release.tag)
+        for name in roles:
+            led.clear_standby(environment.name, name)
         volumes = tuple(v for name in roles for v in target.data_volumes(environment, config.role(name)))
         purged: tuple[DataVolume, ...] = ()
         if purge_data:

@@ -122,6 +122,10 @@ class Target(Protocol):
         """The running instances of the environment, of one role, or of one release."""
         ...
 
+    def hold(self, environment: Environment, tag: str, standby: bool) -> None:
+        """Mark the release's running instances as a warm standby (taking no traffic), or as serving again."""
+        ...
+
     def pause(self, environment: Environment, tag: str) -> None:
         """Stop the release's instances cleanly (services shut down, not killed) and keep them for `resume`."""
         ...
