@@ -4,8 +4,11 @@
 
 Measures, on the configuration's engine, registry and frontend:
   - promote: wall time of `fab release.promote`, and failed requests under steady load;
-  - rollback: time from starting `fab release.rollback <tag>` until the frontend answers from
-    the old image, and failed requests under steady load;
+  - rollback, both paths: time from starting the rollback until the frontend answers from
+    the old image, and failed requests under steady load. Warm: `fab release.rollback <tag>`
+    right after a promote, while the replaced release runs as the warm standby (a frontend
+    switch). Cold: the same rollback with the standby off (`standby = 0`), which starts the
+    old image again; run in-process, so the warm one is also timed in-process for a fair ratio;
   - redeploy from scratch: re-bake the role (`bake_role(force=True)`) and promote it, for comparison.
 It needs a verified frontend image and two verified app images; it bakes what is missing.
 Figures go to stdout and to <state_dir>/bench/release.json.
@@ -14,6 +17,7 @@ Figures go to stdout and to <state_dir>/bench/release.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -61,6 +65,39 @@ def time_until_version(url: str, version: str, started: threading.Event, out: di
         time.sleep(0.01)
 
 
+def _seconds(action: object) -> float:
+    start = time.monotonic()
+    action()  # type: ignore[operator]
+    return time.monotonic() - start
+
+
+def _tag_of(config: wb_config.Config, args: argparse.Namespace, version: int) -> str:
+    """The newest released tag of `version` in the environment (the one a rollback goes back to)."""
+    found = [r for r in release.history(config, args.env, args.role) if r.version == version and r.status == "released"]
+    return found[-1].tag
+
+
+def rollback_timed(url: str, version: int, action: object) -> dict[str, object]:
+    """Run `action` (a rollback, returning its own seconds) under load; time until `version` answers."""
+    started, timing = threading.Event(), {}
+    watcher = threading.Thread(target=time_until_version, args=(url, str(version), started, timing))
+    watcher.start()
+    with loadgen.Load(url, max_seconds=300) as load:
+        time.sleep(0.5)
+        started.set()
+        seconds = action()  # type: ignore[operator]
+        time.sleep(0.5)
+    watcher.join()
+    return {
+        "seconds_until_old_release_answers": round(timing.get("seconds", float("nan")), 3),
+        "command_seconds": round(float(seconds), 3),  # type: ignore[arg-type]
+        "requests": load.result.total,
+        "failed": load.result.failed,
+        "ok": load.result.ok,
+        "errors": load.result.errors,
+    }
+
+
 def ensure_images(config: wb_config.Config, role: str) -> list[int]:
     if images.latest(config, "frontend") is None:
         bake.bake_role(config, "frontend")
@@ -99,23 +136,26 @@ def main() -> None:
     figures["promote"] = {"seconds": round(seconds, 2), "requests": load.result.total, "failed": load.result.failed,
                           "errors": load.result.errors}
 
-    started, timing = threading.Event(), {}
-    watcher = threading.Thread(target=time_until_version, args=(url, str(old), started, timing))
-    watcher.start()
-    with loadgen.Load(url, max_seconds=300) as load:
-        time.sleep(0.5)
-        started.set()
-        seconds, _ = fab(config, "release.rollback", first, "--message", "bench: rollback")
-        time.sleep(0.5)
-    watcher.join()
-    figures["rollback"] = {
-        "to": first,
-        "seconds_until_old_release_answers": round(timing.get("seconds", float("nan")), 2),
-        "command_seconds": round(seconds, 2),
-        "requests": load.result.total,
-        "failed": load.result.failed,
-        "errors": load.result.errors,
-    }
+    warm = rollback_timed(url, old, lambda: fab(config, "release.rollback", first, "--message", "bench: warm")[0])
+    path = release.history(config, args.env, args.role)[-1].path
+    figures["rollback_warm"] = {"to": first, "path": path, **warm}
+    warm_in_process = rollback_timed(
+        url, new, lambda: _seconds(lambda: release.rollback(config, _tag_of(config, args, new), message="bench")))
+    figures["rollback_warm_in_process"] = {
+        "path": release.history(config, args.env, args.role)[-1].path, **warm_in_process}
+
+    # The cold path: the same configuration with the standby off.
+    cold_env = dataclasses.replace(environment, standby=0)
+    cold = dataclasses.replace(config, environments={**config.environments, args.env: cold_env})
+    release.promote(cold, args.role, args.env, version=new, message="bench: new, no standby")
+    cold_rollback = rollback_timed(
+        url, old, lambda: _seconds(lambda: release.rollback(cold, first, message="bench: cold")))
+    figures["rollback_cold_in_process"] = {"to": first, "path": release.history(config, args.env, args.role)[-1].path,
+                                           **cold_rollback}
+    warm_seconds = warm_in_process["seconds_until_old_release_answers"]
+    if warm_seconds:
+        figures["cold_over_warm"] = round(cold_rollback["seconds_until_old_release_answers"] / warm_seconds, 1)
+    figures["rollback"] = figures["rollback_warm"]
 
     if not args.no_rebake:
         start = time.monotonic()
