@@ -12,6 +12,7 @@ import fcntl
 import os
 import re
 import select
+import socket
 import struct
 import subprocess
 import termios
@@ -30,10 +31,14 @@ from workbench.release import registry
 COLUMNS, ROWS = 100, 40
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def demo_config(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[Path]:
-    from tests.e2e.test_release_e2e import free_port
-
     state = wb_state / "demo-terminal"
     state.mkdir(exist_ok=True)
     data = config_data(wb_prefix, state, registry={"port": free_port()},
