@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core import secrets
 from workbench.core.config import Config, Pool
 from workbench.core.errors import ConfigError
 
@@ -30,6 +31,7 @@ SCHEMA = 1
 MOUNT = "/run/workbench/pools"
 FILE = "pools.json"
 ENV_FILE = "pools.env"
+SECRETS_FILE = "secrets.json"
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class Member:
 
 
 def members(pool: Pool) -> list[Member]:
+    """The pool's members as declared (a deployed pool's have no `private`: see member_host)."""
     return [
-        Member(m["name"], m["private"], m.get("public", ""), int(m.get("ssh_port") or 22)) for m in pool.members
+        Member(m["name"], m.get("private", ""), m.get("public", ""), int(m.get("ssh_port") or 22)) for m in pool.members
     ]
 
 
@@ -71,16 +74,46 @@ def used_by(config: Config, role: str, environment: str) -> list[Pool]:
 
 
 def render(config: Config, role: str, environment: str) -> dict[str, Any]:
-    """What `role` is told about its pools in `environment` (the content of pools.json)."""
+    """What `role` is told about its pools in `environment` (the content of pools.json).
+
+    A deployed pool's members are reached by name on the environment's network
+    (`db1.staging.wpdn`); a database pool also names the account the deploy
+    makes for `role` (`user`, `database`), whose password goes to secrets.json.
+    """
     out: dict[str, Any] = {"schema": SCHEMA, "role": role, "environment": environment, "pools": {}}
     for pool in used_by(config, role, environment):
         p = port(config, pool)
-        out["pools"][pool.name] = {
-            "role": pool.role,
-            "port": p,
-            "members": [{**m.to_dict(), "address": f"{m.private}:{p}" if p else m.private} for m in members(pool)],
-            "variables": dict(pool.variables),
-        }
+        rendered = []
+        for m in members(pool):
+            host = m.private or member_host(config, m.name, environment)
+            rendered.append({**m.to_dict(), "private": host, "address": f"{host}:{p}" if p else host})
+        variables = dict(pool.variables)
+        if account(config, pool, role):
+            variables.update({"user": role, "database": pool.variables.get("database", role)})
+        out["pools"][pool.name] = {"role": pool.role, "port": p, "members": rendered, "variables": variables}
+    return out
+
+
+def member_host(config: Config, member: str, environment: str) -> str:
+    """Where a deployed pool's member answers in an environment: `db2.staging.wpdn`."""
+    return f"{member}.{environment}.{config.workbench.domain}"
+
+
+def account(config: Config, pool: Pool, role: str) -> str:
+    """The name of the password the deploy makes for `role`'s account in a deployed database pool ("" if none)."""
+    pool_role = config.roles.get(pool.role)
+    if not (pool.deployed and pool_role is not None and pool_role.dbms and role in pool.used_by):
+        return ""
+    return f"{pool.name}-{role}"
+
+
+def secrets_document(config: Config, role: str, environment: str) -> dict[str, Any]:
+    """secrets.json: the passwords of `role`'s accounts in its pools (mode 0600, root only, in the container)."""
+    out: dict[str, Any] = {"schema": SCHEMA, "pools": {}}
+    for pool in used_by(config, role, environment):
+        name = account(config, pool, role)
+        if name:
+            out["pools"][pool.name] = {"user": role, "password": secrets.password(config, environment, name)}
     return out
 
 
@@ -116,6 +149,13 @@ def write(config: Config, role: str, environment: str) -> Path:
         partial.write_text(text)
         partial.chmod(0o644)
         partial.replace(directory / name)
+    passwords = secrets_document(config, role, environment)
+    if passwords["pools"]:
+        # Root only, on the host and in the container: the role's start hook hands it to its service's user.
+        text = json.dumps(passwords, indent=2, sort_keys=True) + "\n"
+        secrets.write_private(directory / SECRETS_FILE, text.encode())
+    else:
+        (directory / SECRETS_FILE).unlink(missing_ok=True)
     return directory
 
 

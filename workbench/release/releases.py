@@ -34,7 +34,7 @@ from workbench.build import images
 from workbench.core import engine, progress
 from workbench.core.config import Config, Environment, Role
 from workbench.core.errors import ConfigError, DeployFailed, ReleaseError
-from workbench.release import ledger, registry
+from workbench.release import dbpool, ledger, registry
 from workbench.release.docker import DockerTarget
 from workbench.release.ledger import ABORTED, FAILED, PROMOTE, RELEASED, ROLLBACK, Intent, Ledger, Release
 from workbench.release.target import DataVolume, Instance, Plan, Target, serves_frontend
@@ -245,7 +245,9 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
             target.pause(env, release.replaces)
             intent = led.advance(intent, "paused")
             _pause("paused")
-        plan = Plan(role, env, release.tag, release.version, release.image_id, digest)
+        # A deployed pool's members (db1, db2) are the release's instances.
+        plan = Plan(role, env, release.tag, release.version, release.image_id, digest,
+                    dbpool.members(config, role, env))
         progress.step(scope, f"starting {', '.join(target.names(plan))} ({digest[:19]})")
         started = target.start(plan)
         intent = led.advance(intent, "started", instances=[i.name for i in started])
@@ -253,6 +255,7 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
         where = ", ".join(i.address or i.name for i in started)
         progress.step(scope, f"waiting for {role.health or 'the container'} on {where}")
         target.wait_healthy(plan, started)
+        dbpool.after_healthy(config, target, plan, started)  # accounts, replicas following the primary
         progress.step(scope, f"switching the {env.name} frontend to {where}" if serves_frontend(env, role)
                       else "healthy")
         switching = True
