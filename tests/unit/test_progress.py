@@ -273,3 +273,16 @@ def test_an_outline_job_shows_headings_and_one_line_per_job_inside(monkeypatch: 
     assert "pushing" not in shown[4], "the steps of a release are not named: no split"
     # The remarks of the work inside are in the log, not on the outline.
     assert len(shown) == 5, shown
+
+
+def test_the_display_gives_the_terminal_to_an_interactive_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    out = io.StringIO()
+    with progress.session("tty", stream=out) as session, progress.job("sandbox app.sandbox.wpdn"):
+        progress.step("sandbox app.sandbox.wpdn", "vagrant up app")
+        renderer = session.renderer
+        assert isinstance(renderer, progress.LiveRenderer) and renderer._live is not None
+        progress.hand_over_terminal()
+        assert renderer._live is None, "nothing redraws over an SSH session"
+        progress.step("sandbox app.sandbox.wpdn", "provision")
+        assert renderer._live is not None, "the next event draws again"

@@ -435,6 +435,14 @@ class Session:
                 self.log.write(step.scope if step else "", f"| {line}")
             self.renderer.output(step, line)
 
+    def hand_over(self) -> None:
+        """Take the display down while a child owns the terminal (an SSH session); the
+        next event draws it again."""
+        with self.lock:
+            if self._started:
+                self.renderer.stop()
+                self._started = False
+
     def close(self, failed: bool = False) -> None:
         """End what still runs (a failure marks it failed) and take the display down."""
         with self.lock:
@@ -490,6 +498,11 @@ def job(name: str, *, outline: bool = False) -> Iterator[None]:
         failed = False
     finally:
         current.end_job(frame, failed)
+
+
+def hand_over_terminal() -> None:
+    """Before a child takes the terminal over (`run.interactive`): no live display under it."""
+    _session.hand_over()
 
 
 def step(scope: str, message: str) -> None:

@@ -482,6 +482,7 @@ def interactive(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cw
     directly, and we wait for it rather than die first.
     """
     full = _resolve(argv)
+    progress.hand_over_terminal()
     proc = subprocess.Popen(full, env=base_env(env), cwd=cwd)
     while True:
         try:
