@@ -26,10 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import config_data, write_config  # noqa: E402
-
+from tests.support.config import config_data, write_config  # noqa: E402
 from workbench.build import bake, base, vmdisk  # noqa: E402
 from workbench.core import config, engine  # noqa: E402
 

@@ -32,10 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import write_config  # noqa: E402
-
+from tests.support.config import write_config  # noqa: E402
 from workbench.core import config as wb_config  # noqa: E402
 from workbench.core import engine, run  # noqa: E402
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import fab
-from tests.e2e.qemu_background import QemuBakes
+from tests.support.commands import fab
+from tests.support.qemu_background import QemuBakes
 from workbench.build import disks
 from workbench.core import config, run
 

@@ -13,17 +13,19 @@ import hashlib
 import json
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import config_data, fab, write_config
-from tests.e2e import db_support as dbs
-from tests.e2e.db_support import Writers
-from tests.integration.releasekit import free_port
+from tests.support import db as dbs
+from tests.support.commands import fab
+from tests.support.config import config_data, fresh_dir, write_config
+from tests.support.db import Writers
+from tests.support.net import free_port
+from workbench.build.bake import BakeResult
 from workbench.core import config as wb_config
 from workbench.ops import watch
 from workbench.release import backup, docker
@@ -50,17 +52,15 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[Site]:
-    baked = dbs.bake_db(wb_config.load(write_config(wb_state / "db-bake.toml", config_data(wb_prefix, wb_state))))
-    state = wb_state / "db-backup"
-    shutil.rmtree(state, ignore_errors=True)
-    state.mkdir()
+def site(wb_prefix: str, wb_state: Path, baked: Callable[[str], BakeResult]) -> Iterator[Site]:
+    db = baked("db")
+    state = fresh_dir(wb_state / "db-backup")
     data = config_data(wb_prefix, state, registry={"port": free_port()},
                        environments={ENV: {"backup_keep": 2, "backup_every": "1h"}})
     path = write_config(state / "workbench.toml", data)
     config = wb_config.load(path)
     try:
-        fab("release.promote", "db", "--env", ENV, "--version", str(baked.version), config=path, check=True)
+        fab("release.promote", "db", "--env", ENV, "--version", str(db.version), config=path, check=True)
         yield Site(config, path)
     finally:
         dbs.clean_environment(config, ENV)

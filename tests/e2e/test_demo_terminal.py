@@ -12,7 +12,6 @@ import fcntl
 import os
 import re
 import select
-import socket
 import struct
 import subprocess
 import termios
@@ -24,17 +23,13 @@ from typing import Any
 import pyte
 import pytest
 
-from tests.conftest import REPO, config_data, fab, write_config
+from tests.support.commands import fab
+from tests.support.config import REPO, config_data, write_config
+from tests.support.net import free_port
 from workbench.core import config as wb_config
 from workbench.release import registry
 
 COLUMNS, ROWS = 100, 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, config_data, fab, write_config
+from tests.support.commands import fab
+from tests.support.config import REPO, config_data, write_config
 from workbench.build import bake
 from workbench.core import config, engine
 from workbench.core.errors import BakeFailed

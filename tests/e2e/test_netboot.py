@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fab
 
+from tests.support.commands import fab
 from workbench.core import config as wb_config
 from workbench.netboot import netns, node
 

@@ -17,25 +17,22 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import config_data, fab, write_config
-from tests.e2e.ops_support import ops_config_data
-from workbench.core import config as wb_config
+from tests.support.commands import fab
+from tests.support.config import config_data, write_config
+from workbench.build.bake import BakeResult
 from workbench.core import engine
 
 
 @pytest.fixture(scope="module")
-def jumpbox_image(wb_prefix: str, wb_state: Path, docker_engine: None) -> str:
+def jumpbox_image(baked: Callable[[str], BakeResult]) -> str:
     """The jumpbox role baked and verified (its role tests pass) by the bake pipeline."""
-    from workbench.build import bake
-
-    cfg = wb_config.load(write_config(wb_state / "ops-jumpbox-bake.toml", ops_config_data(wb_prefix, wb_state)))
-    return bake.bake_role(cfg, "jumpbox").tag
+    return baked("jumpbox").tag
 
 
 @pytest.fixture(scope="module")

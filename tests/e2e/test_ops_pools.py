@@ -12,18 +12,18 @@ protocol greeting). Adding a member and starting the app again reaches it too.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import config_data, write_config
-from tests.e2e.ops_support import ops_config_data
+from tests.support.config import config_data, ops_config_data, write_config
+from tests.support.net import free_port
+from workbench.build.bake import BakeResult
 from workbench.core import config as wb_config
 from workbench.core import engine, pools
 
@@ -55,12 +55,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def images(wb_prefix: str, wb_state: Path, docker_engine: None) -> dict[str, str]:
-    from workbench.build import bake
-
-    data = ops_config_data(wb_prefix, wb_state)
-    cfg = wb_config.load(write_config(wb_state / "ops-pools-bake.toml", data))
-    return {role: bake.bake_role(cfg, role).tag for role in ("cache", "db", "app")}
+def images(baked: Callable[[str], BakeResult]) -> dict[str, str]:
+    return {role: baked(role).tag for role in ("cache", "db", "app")}
 
 
 @pytest.fixture(scope="module")
@@ -245,9 +241,7 @@ def test_promote_renders_the_pools_and_a_new_member_reaches_the_next_release(
     network = f"{wb_prefix}-{env_name}"
     labels = {engine.PREFIX_LABEL: wb_prefix, target.ENV_LABEL: env_name}
     engine.client().networks.create(network, driver="bridge", labels=labels)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        registry_port = int(probe.getsockname()[1])
+    registry_port = free_port()
 
     def config_with(caches: Members, dbs: Members) -> wb_config.Config:
         data = ops_config_data(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, fab, git, write_config
-from tests.e2e.ops_support import ops_config_data
+from tests.support.commands import fab, git
+from tests.support.config import REPO, ops_config_data, write_config
 
 SKIP = {".git", ".venv", ".workbench", ".vagrant", ".pytest_cache", ".mypy_cache", ".ruff_cache", "__pycache__"}
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import config_data, fab, write_config
-from tests.e2e import db_support as dbs
-from tests.e2e.db_support import Writers
-from tests.integration.releasekit import free_port
+from tests.support import db as dbs
+from tests.support.commands import fab
+from tests.support.config import config_data, write_config
+from tests.support.db import Writers
+from tests.support.net import free_port
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.core.errors import DeployFailed

@@ -9,32 +9,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import config_data, fab, write_config
 
+from tests.support.commands import fab
+from tests.support.config import config_data, fresh_dir, write_config
+from tests.support.net import free_port
 from workbench.build import bake
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.release import loadgen, registry, target
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def rel(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[tuple[wb_config.Config, Path]]:
-    state = wb_state / "releases-e2e"
-    shutil.rmtree(state, ignore_errors=True)
-    state.mkdir()
+    state = fresh_dir(wb_state / "releases-e2e")
     data = config_data(
         wb_prefix,
         state,

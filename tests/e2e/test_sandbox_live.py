@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, fab, write_config
 
+from tests.support.commands import fab
+from tests.support.config import REPO, write_config
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.core.errors import SandboxError

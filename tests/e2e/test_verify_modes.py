@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, config_data, write_config
+from tests.support.config import REPO, config_data, write_config
 from workbench.build import bake, channel, verify, vm
 from workbench.core import config, engine
 from workbench.core.errors import VerifyFailed

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import fab
-
+from tests.support.commands import fab
 from workbench.build import base
 from workbench.core import engine
 from workbench.core.config import Config

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO, fab
-
+from tests.support.commands import fab
+from tests.support.config import REPO
 from workbench.core import config as wb_config
 from workbench.core import runlog
 

@@ -18,36 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import config_data, fab, write_config
 
+from tests.support.commands import FAB, fab
+from tests.support.config import REPO
+from tests.support.netboot import EXAMPLE
 from workbench.core import config as wb_config
 from workbench.core.errors import NetbootError
-from workbench.core.inputs import hash_inputs
-from workbench.netboot import artifacts, inventory, netns, node, uplink
+from workbench.netboot import inventory, netns, node, uplink
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "netboot" / "inventory.toml"
 PC_MAC = "52:54:00:77:00:11"  # hv1's, so the node offers its reserved address
 PC_IF = "lan0"
-
-
-@pytest.fixture()
-def up_cfg(wb_prefix: str, tmp_path: Path) -> Iterator[wb_config.Config]:
-    """A configuration under its own prefix and state, with stand-in live artifacts."""
-    prefix = f"{wb_prefix}u"
-    path = write_config(tmp_path / "workbench.toml", config_data(prefix, tmp_path / "state"))
-    cfg = wb_config.load(path)
-    digest = hash_inputs(artifacts.live_inputs(cfg))[:12]
-    live = artifacts.live_dir(cfg) / digest
-    live.mkdir(parents=True)
-    for name in artifacts.FILES:
-        (live / name).write_bytes(name.encode() * 1000)
-    (live / "manifest.json").write_text(json.dumps({"role": "hypervisor", "sizes": {}}))
-    try:
-        yield cfg
-    finally:
-        node.stop(cfg)
-        assert not netns.exists(netns.namespace_name(prefix))
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -71,11 +51,11 @@ def uppers(name: str) -> list[str]:
 
 
 @pytest.fixture()
-def lan(up_cfg: wb_config.Config) -> Iterator[tuple[str, str]]:
+def lan(nb_cfg: wb_config.Config) -> Iterator[tuple[str, str]]:
     """(the host's end, the PC's namespace): a veth pair, one end here, one in a namespace as a PC."""
-    host_end = f"{up_cfg.prefix}-lan"
-    pc = f"{up_cfg.prefix}-pc"
-    assert len(host_end) <= 15, f"prefix {up_cfg.prefix!r} too long for an interface name"
+    host_end = f"{nb_cfg.prefix}-lan"
+    pc = f"{nb_cfg.prefix}-pc"
+    assert len(host_end) <= 15, f"prefix {nb_cfg.prefix!r} too long for an interface name"
     try:
         ip("netns", "add", pc)
         ip("link", "add", host_end, "type", "veth", "peer", "name", PC_IF, "netns", pc)
@@ -140,13 +120,13 @@ def in_pc(pc: str, *argv: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def test_serve_answers_a_pc_on_the_lan_and_stop_leaves_the_interface(
-    up_cfg: wb_config.Config, lan: tuple[str, str]
+    nb_cfg: wb_config.Config, lan: tuple[str, str]
 ) -> None:
     host_end, pc = lan
     before = link_state(host_end)
-    env = {**os.environ, wb_config.ENV_CONFIG: str(up_cfg.path)}
+    env = {**os.environ, wb_config.ENV_CONFIG: str(nb_cfg.path)}
     serve = subprocess.Popen(
-        [str(REPO / ".venv/bin/fab"), "netboot.serve", f"--interface={host_end}"],
+        [str(FAB), "netboot.serve", f"--interface={host_end}"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -154,10 +134,10 @@ def test_serve_answers_a_pc_on_the_lan_and_stop_leaves_the_interface(
         text=True,
         start_new_session=True,
     )
-    lab = netns.namespace_name(up_cfg.prefix)
+    lab = netns.namespace_name(nb_cfg.prefix)
     try:
         deadline = time.monotonic() + 60
-        while not (node.node_dir(up_cfg) / "node.json").exists():
+        while not (node.node_dir(nb_cfg) / "node.json").exists():
             assert serve.poll() is None and time.monotonic() < deadline, serve.stdout and serve.stdout.read()
             time.sleep(0.2)
         # The macvlan sits in the node's namespace, a port of nb0, which took its MAC.
@@ -179,12 +159,12 @@ def test_serve_answers_a_pc_on_the_lan_and_stop_leaves_the_interface(
         in_pc(pc, "ip", "addr", "add", f"{offer['yiaddr']}/24", "dev", PC_IF)
         script = in_pc(pc, "curl", "-sf", "-m", "10", "http://10.77.0.1:8080/boot/hv1.ipxe").stdout
         assert script.startswith("#!ipxe") and "wb.role=hypervisor" in script
-        log = (node.node_dir(up_cfg) / "dnsmasq.log").read_text()
+        log = (node.node_dir(nb_cfg) / "dnsmasq.log").read_text()
         assert f"DHCPOFFER({netns.BRIDGE}) 10.77.0.11 {PC_MAC}" in log
-        status = json.loads(fab("netboot.status", "--json", config=up_cfg.path, check=True).stdout)
+        status = json.loads(fab("netboot.status", "--json", config=nb_cfg.path, check=True).stdout)
         assert (status["running"], status["interface"]) == (True, host_end)
 
-        stop = fab("netboot.stop", config=up_cfg.path, check=True)
+        stop = fab("netboot.stop", config=nb_cfg.path, check=True)
         assert "stopped the node" in stop.stdout
         assert serve.wait(timeout=30) == 0
     finally:
@@ -198,23 +178,23 @@ def test_serve_answers_a_pc_on_the_lan_and_stop_leaves_the_interface(
     assert link_state(host_end) == before
 
 
-def test_bad_interfaces_are_refused_before_anything_starts(up_cfg: wb_config.Config, lan: tuple[str, str]) -> None:
+def test_bad_interfaces_are_refused_before_anything_starts(nb_cfg: wb_config.Config, lan: tuple[str, str]) -> None:
     host_end, _ = lan
-    inv = inventory.load(up_cfg, EXAMPLE)
-    lab = netns.namespace_name(up_cfg.prefix)
-    missing = f"{up_cfg.prefix}-no"
+    inv = inventory.load(nb_cfg, EXAMPLE)
+    lab = netns.namespace_name(nb_cfg.prefix)
+    missing = f"{nb_cfg.prefix}-no"
     cases = {
         missing: f"--interface {missing}: no such network interface on this host",
         "lo": "--interface lo: the loopback interface reaches no LAN",
         netns.BRIDGE: f"--interface {netns.BRIDGE}: that is one of the node's own links",
     }
     for name, message in cases.items():
-        with pytest.raises(NetbootError, match=message), node.running(up_cfg, inv, interface=name):
+        with pytest.raises(NetbootError, match=message), node.running(nb_cfg, inv, interface=name):
             pass
-        assert not netns.exists(lab) and not (node.node_dir(up_cfg) / "node.json").exists()
+        assert not netns.exists(lab) and not (node.node_dir(nb_cfg) / "node.json").exists()
     ip("link", "set", host_end, "down")
     # Through fab as well: the message says how to fix it, the exit code is an error's.
-    proc = fab("netboot.serve", f"--interface={host_end}", config=up_cfg.path)
+    proc = fab("netboot.serve", f"--interface={host_end}", config=nb_cfg.path)
     assert proc.returncode == 1
     assert f"--interface {host_end} is down: `ip link set {host_end} up`" in proc.stderr
     assert not netns.exists(lab) and uppers(host_end) == []

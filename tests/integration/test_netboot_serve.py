@@ -13,38 +13,16 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import config_data, fab, write_config
 
+from tests.support.commands import FAB, fab
+from tests.support.config import REPO
+from tests.support.netboot import EXAMPLE
 from workbench.core import config as wb_config
 from workbench.core.errors import NetbootError
-from workbench.core.inputs import hash_inputs
 from workbench.netboot import artifacts, httpserve, inventory, netns, node
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "netboot" / "inventory.toml"
-
-
-@pytest.fixture()
-def nb_cfg(wb_prefix: str, tmp_path: Path) -> Iterator[wb_config.Config]:
-    """A configuration under its own prefix and state, with stand-in live artifacts."""
-    prefix = f"{wb_prefix}i"
-    path = write_config(tmp_path / "workbench.toml", config_data(prefix, tmp_path / "state"))
-    cfg = wb_config.load(path)
-    digest = hash_inputs(artifacts.live_inputs(cfg))[:12]
-    live = artifacts.live_dir(cfg) / digest
-    live.mkdir(parents=True)
-    for name in artifacts.FILES:
-        (live / name).write_bytes(name.encode() * 1000)
-    (live / "manifest.json").write_text(json.dumps({"role": "hypervisor", "sizes": {}}))
-    try:
-        yield cfg
-    finally:
-        node.stop(cfg)
-        assert not netns.exists(netns.namespace_name(prefix))
 
 
 def in_lab(cfg: wb_config.Config, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -132,7 +110,7 @@ def test_http_port_already_taken(tmp_path: Path) -> None:
 def test_serve_status_stop_through_fab(nb_cfg: wb_config.Config) -> None:
     env = {**os.environ, wb_config.ENV_CONFIG: str(nb_cfg.path)}
     serve = subprocess.Popen(
-        [str(REPO / ".venv/bin/fab"), "netboot.serve"],
+        [str(FAB), "netboot.serve"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

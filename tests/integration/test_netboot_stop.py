@@ -11,22 +11,18 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-# The serve tests' fixture (a config with stand-in live artifacts), until conftest offers it.
-from test_netboot_serve import nb_cfg  # noqa: F401
-
+from tests.support.commands import FAB
+from tests.support.config import REPO
 from workbench.core import config as wb_config
 from workbench.core import run
 from workbench.netboot import netns, node
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def test_stop_after_the_node_was_killed_outright(nb_cfg: wb_config.Config) -> None:  # noqa: F811 (the fixture)
+def test_stop_after_the_node_was_killed_outright(nb_cfg: wb_config.Config) -> None:
     env = {**os.environ, wb_config.ENV_CONFIG: str(nb_cfg.path)}
     serve = subprocess.Popen(
-        [str(REPO / ".venv/bin/fab"), "netboot.serve"],
+        [str(FAB), "netboot.serve"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import config_data, fab, write_config
 
+from tests.support.commands import fab
+from tests.support.config import config_data, fresh_dir, write_config
+from tests.support.net import free_port
 from workbench.core import config as wb_config
 from workbench.core.errors import ReleaseError
 from workbench.release import registry
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def reg_config(wb_prefix: str, wb_state: Path) -> Iterator[tuple[wb_config.Config, Path]]:
-    state = wb_state / "registry-test"
-    shutil.rmtree(state, ignore_errors=True)
-    state.mkdir()
+    state = fresh_dir(wb_state / "registry-test")
     path = write_config(state / "workbench.toml", config_data(wb_prefix, state, registry={"port": free_port()}))
     config = wb_config.load(path)
     try:

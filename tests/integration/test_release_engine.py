@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, config_data, fab, write_config
-from releasekit import clean_environments, free_port, make_app, make_frontend
 
+from tests.support.commands import fab
+from tests.support.config import REPO, config_data, write_config
+from tests.support.net import free_port
+from tests.support.releasekit import clean_environments, make_app, make_frontend
 from workbench.core import config as wb_config
 from workbench.core import engine
 from workbench.core.errors import DeployFailed, ReleaseError

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import fab
-
+from tests.support.commands import fab
 from workbench.core import config as wb_config
 from workbench.ops import status as wb_status
 

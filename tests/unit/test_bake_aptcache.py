@@ -6,17 +6,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.config import small_config
 from workbench.build import aptcache, ca
-from workbench.core import config, run
-
-
-def make_config(tmp_path: Path, **cache: object) -> config.Config:
-    data = {"workbench": {"prefix": "unit", "state_dir": str(tmp_path / "state")}, "cache": cache}
-    return config.from_dict(data, tmp_path / "workbench.toml")
+from workbench.core import run
 
 
 def test_backend_is_the_configured_mirror_not_ftp_debian_org(tmp_path: Path) -> None:
-    files = aptcache.render_config(make_config(tmp_path), 3142, "172.17.0.1")
+    files = aptcache.render_config(small_config(tmp_path, "unit"), 3142, "172.17.0.1")
     assert files["backends_debian"] == "http://deb.debian.org/debian/\n"
     assert files["backends_debian_security"] == "http://deb.debian.org/debian-security/\n"
     conf = files["acng.conf"]
@@ -28,7 +24,7 @@ def test_backend_is_the_configured_mirror_not_ftp_debian_org(tmp_path: Path) -> 
 
 
 def test_upstream_and_offline_settings(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, upstream="http://127.0.0.1:9/debian", offline=True)
+    cfg = small_config(tmp_path, "unit", cache={"upstream": "http://127.0.0.1:9/debian", "offline": True})
     files = aptcache.render_config(cfg, 4000, "10.0.0.1", offline=True)
     assert files["backends_debian"] == "http://127.0.0.1:9/debian/\n"
     assert "Offlinemode: 1" in files["acng.conf"]

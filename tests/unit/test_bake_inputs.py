@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.config import REPO
 from workbench.build import bake, builders, images, rolefiles, salt
 from workbench.core import config
 

@@ -4,8 +4,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, config_data, write_config
 
+from tests.support.config import REPO, config_data, write_config
 from workbench.cli import demo
 from workbench.core import config as wb_config
 from workbench.core.errors import WorkbenchError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core import config as wb_config
+from tests.support.config import small_config
 from workbench.core.errors import LedgerError, ReleaseError
 from workbench.release import ledger as wb_ledger
 from workbench.release.ledger import Ledger, Release
@@ -37,11 +37,6 @@ def draft(role: str = "app", environment: str = "staging", **changes: object) ->
         message="why",
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-def config_at(tmp_path: Path) -> wb_config.Config:
-    data = {"workbench": {"prefix": "wbx", "state_dir": str(tmp_path)}}
-    return wb_config.from_dict(data, tmp_path / "workbench.toml")
 
 
 def release_one(ledger: Ledger, **changes: object) -> Release:
@@ -128,7 +123,7 @@ def test_retained_keeps_the_window_and_pins() -> None:
 
 
 def test_referenced_images_reads_the_ledger(tmp_path: Path) -> None:
-    config = config_at(tmp_path)
+    config = small_config(tmp_path)
     assert wb_ledger.referenced_images(config) == set()
     with wb_ledger.opened(config) as ledger:
         for n in range(12):
@@ -148,7 +143,7 @@ def test_parse_tag() -> None:
 
 
 def _promote_many(state: str, worker: int, count: int) -> list[str]:
-    config = config_at(Path(state))
+    config = small_config(Path(state))
     tags = []
     for _ in range(count):
         with wb_ledger.opened(config) as ledger, wb_ledger.locked(config, "staging", "app"):
@@ -165,7 +160,7 @@ def test_parallel_processes_neither_lose_duplicate_nor_interleave(tmp_path: Path
         results = pool.starmap(_promote_many, [(str(tmp_path), w, each) for w in range(workers)])
     allocated = [tag for tags in results for tag in tags]
     assert len(allocated) == len(set(allocated)) == workers * each
-    with wb_ledger.opened(config_at(tmp_path)) as ledger:
+    with wb_ledger.opened(small_config(tmp_path)) as ledger:
         history = ledger.history("staging", "app")
     assert sorted(r.tag for r in history) == sorted(allocated)
     assert {int(r.tag.split("-")[1]) for r in history} == set(range(1, workers * each + 1))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.config import small_config
 from workbench.core import config as wb_config
 from workbench.core import naming
 from workbench.core.errors import ConfigError, HostNameError
@@ -9,16 +10,11 @@ from workbench.core.errors import ConfigError, HostNameError
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> wb_config.Config:
-    checkout = tmp_path_factory.mktemp("checkout")
-    (checkout / "tests/roles").mkdir(parents=True)
-    for role in ("app", "redis", "hypervisor"):
-        (checkout / f"tests/roles/test_{role}.py").write_text("")
-    data = {
-        "workbench": {"checkout": str(checkout)},
-        "roles": {"app": {}, "redis": {}, "hypervisor": {"aliases": ["hv"]}},
-        "environments": {"production": {}, "staging": {}, "lab": {}},
-    }
-    return wb_config.from_dict(data, checkout / "workbench.toml")
+    return small_config(
+        tmp_path_factory.mktemp("checkout"),
+        roles={"app": {}, "redis": {}, "hypervisor": {"aliases": ["hv"]}},
+        environments={"production": {}, "staging": {}, "lab": {}},
+    )
 
 
 def test_the_users_example(cfg: wb_config.Config) -> None:

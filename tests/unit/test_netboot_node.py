@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.netboot import plan
 from workbench.build import chroot
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError, NetbootError
@@ -28,24 +29,7 @@ from workbench.netboot import (
     timeline,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "netboot"
-
-
-@pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> wb_config.Config:
-    state = tmp_path_factory.mktemp("state")
-    data = {
-        "roles": {"hypervisor": {"aliases": ["hv"]}},
-        "environments": {"lab": {}},
-        "workbench": {"default_role": "hypervisor", "state_dir": str(state), "prefix": "nbunit"},
-    }
-    return wb_config.from_dict(data, REPO / "workbench.toml")
-
-
-@pytest.fixture(scope="module")
-def inv(cfg: wb_config.Config) -> inventory.Inventory:
-    return inventory.load(cfg, REPO / "netboot" / "inventory.toml")
 
 
 @pytest.fixture()
@@ -53,12 +37,8 @@ def live(tmp_path: Path) -> artifacts.LiveImage:
     return artifacts.LiveImage("0123456789ab", tmp_path / "live", "hypervisor", {}, True, 0.0)
 
 
-def plan(tmp_path: Path) -> dnsmasq.Plan:
-    return dnsmasq.Plan("nb0", tmp_path / "tftp", tmp_path / "dnsmasq.log", tmp_path / "leases", tmp_path / "d.conf")
-
-
-def test_full_mode_config(inv: inventory.Inventory, tmp_path: Path) -> None:
-    text = dnsmasq.config_text(inv, plan(tmp_path))
+def test_full_mode_config(netboot_inv: inventory.Inventory, tmp_path: Path) -> None:
+    text = dnsmasq.config_text(netboot_inv, plan(tmp_path))
     lines = text.splitlines()
     assert "dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h" in lines
     assert "dhcp-host=52:54:00:77:00:11,set:hv1,10.77.0.11,hv1,infinite" in lines
@@ -71,12 +51,12 @@ def test_full_mode_config(inv: inventory.Inventory, tmp_path: Path) -> None:
     assert "local=/lab.wpdn/" in lines and "no-resolv" in lines
 
 
-def test_proxy_mode_config(cfg: wb_config.Config, inv: inventory.Inventory, tmp_path: Path) -> None:
+def test_proxy_mode_config(netboot_cfg: wb_config.Config, netboot_inv: inventory.Inventory, tmp_path: Path) -> None:
     proxy = inventory.Inventory(
-        inv.path,
+        netboot_inv.path,
         inventory.Network("10.77.0.0/24", "10.77.0.2", "10.77.0.1", "proxy", None, "lab.wpdn", 8080),
-        inv.export,
-        inv.nodes,
+        netboot_inv.export,
+        netboot_inv.nodes,
     )
     lines = dnsmasq.config_text(proxy, plan(tmp_path)).splitlines()
     assert "dhcp-range=10.77.0.0,proxy,255.255.255.0" in lines
@@ -91,13 +71,13 @@ def test_proxy_mode_config(cfg: wb_config.Config, inv: inventory.Inventory, tmp_
 
 
 @pytest.mark.parametrize("mode", ["full", "proxy"])
-def test_generated_config_passes_dnsmasq_test(inv: inventory.Inventory, tmp_path: Path, mode: str) -> None:
-    net = inv.network
+def test_generated_config_passes_dnsmasq_test(netboot_inv: inventory.Inventory, tmp_path: Path, mode: str) -> None:
+    net = netboot_inv.network
     chosen = inventory.Inventory(
-        inv.path,
+        netboot_inv.path,
         inventory.Network(net.subnet, net.server, net.gateway, mode, net.dhcp_range, net.domain, net.http_port),
-        inv.export,
-        inv.nodes,
+        netboot_inv.export,
+        netboot_inv.nodes,
     )
     conf = dnsmasq.write(chosen, plan(tmp_path))
     dnsmasq.check(conf)
@@ -123,35 +103,35 @@ def test_parse_recorded_dnsmasq_log() -> None:
     assert (tftp.kind, tftp.ip, tftp.detail) == ("TFTP", "10.77.0.1", "undionly.kpxe")
 
 
-def test_node_script_and_menu(inv: inventory.Inventory, live: artifacts.LiveImage) -> None:
-    hv1 = inv.node("hv1")
-    script = boot.node_script(inv, live, hv1)
+def test_node_script_and_menu(netboot_inv: inventory.Inventory, live: artifacts.LiveImage) -> None:
+    hv1 = netboot_inv.node("hv1")
+    script = boot.node_script(netboot_inv, live, hv1)
     assert script.startswith("#!ipxe\n")
     assert "kernel http://10.77.0.1:8080/live/0123456789ab/vmlinuz " in script
     assert "fetch=http://10.77.0.1:8080/live/0123456789ab/filesystem.squashfs" in script
     assert "wb.role=hypervisor" in script and "wb.report=http://10.77.0.1:8080/report" in script
     # The node names the machine it knows by MAC: in proxy mode the router's DHCP knows no names.
     assert " wb.name=hv1.lab.wpdn" in script
-    menu = boot.menu_script(inv, live)
+    menu = boot.menu_script(netboot_inv, live)
     # An unknown machine boots its own disk unless someone chooses otherwise.
     assert "choose --default local" in menu
     assert "sanboot --no-describe --drive 0x80" in menu
     assert "wb.role" not in menu
 
 
-def test_write_tree(inv: inventory.Inventory, live: artifacts.LiveImage, tmp_path: Path) -> None:
-    written = boot.write_tree(inv, live, tmp_path / "http")
+def test_write_tree(netboot_inv: inventory.Inventory, live: artifacts.LiveImage, tmp_path: Path) -> None:
+    written = boot.write_tree(netboot_inv, live, tmp_path / "http")
     assert sorted(p.name for p in written) == ["hv1.ipxe", "hv2.ipxe", "menu.ipxe"]
     assert (tmp_path / "http" / "live" / "0123456789ab").resolve() == live.directory.resolve()
 
 
-def test_timeline_from_recorded_logs(inv: inventory.Inventory, tmp_path: Path) -> None:
+def test_timeline_from_recorded_logs(netboot_inv: inventory.Inventory, tmp_path: Path) -> None:
     for name in ("dnsmasq.log", "http.jsonl", "reports"):
         source = DATA / name
         (shutil.copytree if source.is_dir() else shutil.copyfile)(source, tmp_path / name)
     with open(tmp_path / "dnsmasq.log", "a") as log:
         log.write("Nov 22 03:30:14 dnsmasq-tftp[27711]: sent /srv/tftp/undionly.kpxe to 10.77.0.12\n")
-    lines = {t.node.short: t for t in timeline.build(inv, tmp_path)}
+    lines = {t.node.short: t for t in timeline.build(netboot_inv, tmp_path)}
     hv1 = lines["hv1"].to_dict()
     assert hv1["last"] == "reported"
     assert list(hv1["events"]) == [
@@ -183,9 +163,9 @@ def test_qemu_argv_is_software_emulated_network_boot(tmp_path: Path) -> None:
     assert argv[argv.index("-boot") + 1] == "order=n"
 
 
-def test_missing_live_image_says_how_to_build(cfg: wb_config.Config) -> None:
+def test_missing_live_image_says_how_to_build(netboot_cfg: wb_config.Config) -> None:
     with pytest.raises(NetbootError, match=r"not built .* run `fab netboot.build` first"):
-        artifacts.require_live(cfg)
+        artifacts.require_live(netboot_cfg)
 
 
 def test_namespace_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,34 +175,34 @@ def test_namespace_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not netns.exists("nbunit-never")
 
 
-def test_stop_with_nothing_running(cfg: wb_config.Config) -> None:
-    assert node.stop(cfg) == []
+def test_stop_with_nothing_running(netboot_cfg: wb_config.Config) -> None:
+    assert node.stop(netboot_cfg) == []
 
 
-def test_stop_removes_what_a_killed_node_left(cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = node.node_dir(cfg)
+def test_stop_removes_what_a_killed_node_left(netboot_cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = node.node_dir(netboot_cfg)
     state.mkdir(parents=True, exist_ok=True)
     (state / "node.json").write_text('{"netns": "x", "pids": {}, "serve": 999999999}')
     removed: list[str] = []
     monkeypatch.setattr(netns, "remove", lambda name: removed.append(name) or True)
-    assert node.stop(cfg) == ["removed namespace nbunit-nbr", "removed namespace nbunit-nb"]
+    assert node.stop(netboot_cfg) == ["removed namespace nbunit-nbr", "removed namespace nbunit-nb"]
     # The proxy-mode test's stand-in router goes too.
     assert removed == ["nbunit-nbr", "nbunit-nb"] and not (state / "node.json").exists()
 
 
 def test_stop_signals_no_recorded_pid_that_is_not_the_nodes(
-    cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
+    netboot_cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A node killed outright, long ago: its pids now belong to other programs.
     strangers = [subprocess.Popen(["sleep", "60"]) for _ in range(4)]
     try:
         pids = dict(zip(("http", "nfs", "dnsmasq"), (p.pid for p in strangers), strict=False))
         record = {"netns": "x", "pids": pids, "serve": strangers[3].pid, "interface": ""}
-        state = node.node_dir(cfg)
+        state = node.node_dir(netboot_cfg)
         state.mkdir(parents=True, exist_ok=True)
         (state / "node.json").write_text(json.dumps(record))
         monkeypatch.setattr(netns, "remove", lambda name: False)
-        assert node.stop(cfg, timeout=1) == []
+        assert node.stop(netboot_cfg, timeout=1) == []
         time.sleep(0.2)
         assert [p.poll() for p in strangers] == [None] * 4, "every stranger survives"
     finally:
@@ -231,10 +211,10 @@ def test_stop_signals_no_recorded_pid_that_is_not_the_nodes(
             proc.wait()
 
 
-def test_live_inputs_change_with_the_states(cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    before = artifacts.live_inputs(cfg)
+def test_live_inputs_change_with_the_states(netboot_cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = artifacts.live_inputs(netboot_cfg)
     monkeypatch.setattr(artifacts, "RECIPE_VERSION", artifacts.RECIPE_VERSION + 1)
-    assert artifacts.live_inputs(cfg) != before
+    assert artifacts.live_inputs(netboot_cfg) != before
     assert "hypervisor" in before["states"]  # type: ignore[operator]
 
 
@@ -249,8 +229,8 @@ def test_nfs_export_config(tmp_path: Path) -> None:
     assert "Graceless = true;" in text
 
 
-def test_kernel_args_name_the_persistence_export(inv: inventory.Inventory, live: artifacts.LiveImage) -> None:
-    assert "wb.persist=10.77.0.1:/persist" in boot.kernel_args(inv, live, inv.nodes[0])
+def test_kernel_args_name_the_persistence_export(netboot_inv: inventory.Inventory, live: artifacts.LiveImage) -> None:
+    assert "wb.persist=10.77.0.1:/persist" in boot.kernel_args(netboot_inv, live, netboot_inv.nodes[0])
 
 
 def test_salt_result_line_is_found_after_warnings() -> None:
@@ -269,13 +249,13 @@ def test_qemu_uefi_boots_through_the_firmwares_own_pxe(tmp_path: Path) -> None:
     assert not any("pflash" in a for a in qemu.argv(qemu.VM("m", "t", tmp_path / "d", tmp_path / "c")))
 
 
-def test_unknown_firmware_is_a_clear_error(cfg: wb_config.Config, inv: inventory.Inventory) -> None:
+def test_unknown_firmware_is_a_clear_error(netboot_cfg: wb_config.Config, netboot_inv: inventory.Inventory) -> None:
     with pytest.raises(ConfigError, match="firmware 'coreboot': must be one of bios, uefi"):
-        labtest.run_test(cfg, inv, firmware="coreboot")
+        labtest.run_test(netboot_cfg, netboot_inv, firmware="coreboot")
 
 
-def test_router_stand_in_for_proxy_mode(inv: inventory.Inventory, tmp_path: Path) -> None:
-    proxy = inv.with_mode("proxy")
+def test_router_stand_in_for_proxy_mode(netboot_inv: inventory.Inventory, tmp_path: Path) -> None:
+    proxy = netboot_inv.with_mode("proxy")
     # server == gateway: the router takes the highest free address and lends the 50 below it.
     stand_in = router.plan(proxy)
     assert (stand_in.address, stand_in.pool) == ("10.77.0.254", ("10.77.0.204", "10.77.0.253"))
@@ -293,26 +273,28 @@ def test_router_stand_in_for_proxy_mode(inv: inventory.Inventory, tmp_path: Path
     # A gateway apart from the server is the router's address; the pool avoids the nodes and dhcp_range.
     net = proxy.network
     apart = inventory.Inventory(
-        inv.path,
+        netboot_inv.path,
         inventory.Network(net.subnet, net.server, "10.77.0.160", "proxy", net.dhcp_range, net.domain, 8080),
-        inv.export,
-        inv.nodes,
+        netboot_inv.export,
+        netboot_inv.nodes,
     )
     assert router.plan(apart).address == "10.77.0.160"
     assert router.plan(apart).pool == ("10.77.0.205", "10.77.0.254")
 
 
-def test_proxy_override_with_no_room_for_a_router_is_one_clear_error(cfg: wb_config.Config, tmp_path: Path) -> None:
+def test_proxy_override_with_no_room_for_a_router_is_one_clear_error(
+    netboot_cfg: wb_config.Config, tmp_path: Path
+) -> None:
     # A full-mode /29: the server (also the gateway), hv1 and dhcp_range take every address.
     network = {"subnet": "10.77.0.0/29", "server": "10.77.0.1", "domain": "lab.wpdn"}
     data = {
         "network": {**network, "mode": "full", "dhcp_range": ["10.77.0.3", "10.77.0.6"]},
         "nodes": [{"mac": "52:54:00:77:00:11", "name": "hv1.lab.wpdn", "address": "10.77.0.2"}],
     }
-    small = inventory.from_dict(data, tmp_path / "i.toml", cfg)
+    small = inventory.from_dict(data, tmp_path / "i.toml", netboot_cfg)
     # Refused before anything is built or started.
     with pytest.raises(ConfigError) as info:
-        labtest.run_test(cfg, small, dhcp_mode="proxy")
+        labtest.run_test(netboot_cfg, small, dhcp_mode="proxy")
     message = str(info.value)
     assert "no room in 10.77.0.0/29" in message and "an address for itself and one to lend" in message
     assert "set [network] gateway to a free address" in message and "\n" not in message
@@ -326,7 +308,7 @@ def test_router_leases_name_the_address_lent(tmp_path: Path) -> None:
     assert router.leased(tmp_path / "none", "52:54:00:77:00:11") == ""
 
 
-def test_proxy_mode_timeline_learns_the_routers_address(inv: inventory.Inventory, tmp_path: Path) -> None:
+def test_proxy_mode_timeline_learns_the_routers_address(netboot_inv: inventory.Inventory, tmp_path: Path) -> None:
     """The node gave no address: the logs, the machine's own fetches and its report tie .253 to hv1."""
     (tmp_path / "dnsmasq.log").write_text(
         "Nov 22 03:30:12 dnsmasq-dhcp[1]: 11 PXE(nb0) 52:54:00:77:00:11 proxy\n"
@@ -342,7 +324,7 @@ def test_proxy_mode_timeline_learns_the_routers_address(inv: inventory.Inventory
     (tmp_path / "reports").mkdir()
     report = {"name": "hv1.lab.wpdn", "mac": "52:54:00:77:00:11", "client": "10.77.0.253", "received": 1e9 + 90}
     (tmp_path / "reports" / "10.77.0.253.json").write_text(json.dumps(report))
-    proxy = inv.with_mode("proxy")
+    proxy = netboot_inv.with_mode("proxy")
     lines = {t.node.short: t for t in timeline.build(proxy, tmp_path)}
     # On a real network the router's ack is not in any log of ours.
     assert list(lines["hv1"].to_dict()["events"]) == [s for s in timeline.STAGES if s != "dhcp ack"]
@@ -369,9 +351,9 @@ def test_report_prefers_the_name_the_node_gave(tmp_path: Path) -> None:
     assert node_name({}) == "dhcp-10-77-0-253.home.arpa"
 
 
-def test_proxy_boot_is_checked_against_the_routers_loan(inv: inventory.Inventory, tmp_path: Path) -> None:
-    hv1 = inv.node("hv1")
-    stand_in = router.plan(inv.with_mode("proxy"))
+def test_proxy_boot_is_checked_against_the_routers_loan(netboot_inv: inventory.Inventory, tmp_path: Path) -> None:
+    hv1 = netboot_inv.node("hv1")
+    stand_in = router.plan(netboot_inv.with_mode("proxy"))
     lent = {"address": stand_in.address, "pool": list(stand_in.pool), "leased": "10.77.0.250"}
     fields = dict(node=hv1.name, firmware="uefi", dhcp_mode="proxy", reported_name=hv1.name, reported_role="hypervisor")
     rest = dict(disk_unchanged=True, persisted="x", boot_seconds=1.0, phases={}, timeline={}, console="")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.netboot import EXAMPLE, example
 from workbench.core import config as wb_config
 from workbench.core import run
 from workbench.core.errors import CommandFailed, ConfigError, NetbootError
 from workbench.netboot import dnsmasq, inventory, netns, node, uplink
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "netboot" / "inventory.toml"
 
 
 @pytest.fixture()
@@ -120,60 +116,49 @@ def test_a_macvlan_the_kernel_refuses_is_one_clear_error(
         uplink.attach(netns.Lab("wbu-nb", netns.BRIDGE), "eth0")
 
 
-@pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> wb_config.Config:
-    data = {
-        "roles": {"hypervisor": {"aliases": ["hv"]}},
-        "environments": {"lab": {}},
-        "workbench": {"default_role": "hypervisor", "state_dir": str(tmp_path_factory.mktemp("s")), "prefix": "nbup"},
-    }
-    return wb_config.from_dict(data, REPO / "workbench.toml")
-
-
 def test_running_checks_the_interface_before_anything_is_made(
-    cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
+    netboot_cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inv = inventory.load(cfg, EXAMPLE)
+    inv = inventory.load(netboot_cfg, EXAMPLE)
     monkeypatch.setattr(netns, "check_free", lambda name: None)
     monkeypatch.setattr(uplink, "SYS_NET", Path("/nonexistent"))
     made: list[str] = []
     monkeypatch.setattr(netns, "lab", lambda *a: made.append("lab"))
-    with pytest.raises(NetbootError, match="no such network interface"), node.running(cfg, inv, interface="eth0"):
+    with (
+        pytest.raises(NetbootError, match="no such network interface"),
+        node.running(netboot_cfg, inv, interface="eth0"),
+    ):
         pass
-    assert made == [] and not node.node_dir(cfg).exists()
+    assert made == [] and not node.node_dir(netboot_cfg).exists()
 
 
-def test_running_without_root_says_so_first(cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    inv = inventory.load(cfg, EXAMPLE)
+def test_running_without_root_says_so_first(netboot_cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    inv = inventory.load(netboot_cfg, EXAMPLE)
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     with (
         pytest.raises(NetbootError, match=r"which need root \(CAP_NET_ADMIN\)"),
-        node.running(cfg, inv, interface="lo"),
+        node.running(netboot_cfg, inv, interface="lo"),
     ):
         pass
 
 
-def _example() -> dict[str, Any]:
-    return copy.deepcopy(tomllib.loads(EXAMPLE.read_text()))
-
-
-def test_inventory_interface_key(cfg: wb_config.Config) -> None:
-    assert inventory.load(cfg, EXAMPLE).network.interface == ""
-    data = _example()
+def test_inventory_interface_key(netboot_cfg: wb_config.Config) -> None:
+    assert inventory.load(netboot_cfg, EXAMPLE).network.interface == ""
+    data = example()
     data["network"]["interface"] = "enp3s0"
-    assert inventory.from_dict(data, EXAMPLE, cfg).network.interface == "enp3s0"
+    assert inventory.from_dict(data, EXAMPLE, netboot_cfg).network.interface == "enp3s0"
     for bad in (7, "eth 0", "a" * 16):
         data["network"]["interface"] = bad
         with pytest.raises(ConfigError, match=r"\[network\] interface = .*: expected a host interface name like eth0"):
-            inventory.from_dict(data, EXAMPLE, cfg)
+            inventory.from_dict(data, EXAMPLE, netboot_cfg)
 
 
 def test_serve_takes_the_inventorys_interface_unless_told_otherwise(
-    cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
+    netboot_cfg: wb_config.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _example()
+    data = example()
     data["network"]["interface"] = "eth0"
-    inv = inventory.from_dict(data, EXAMPLE, cfg)
+    inv = inventory.from_dict(data, EXAMPLE, netboot_cfg)
     seen: list[str] = []
 
     def running(config: Any, inv: Any, live: Any = None, interface: str = "") -> Any:
@@ -183,12 +168,12 @@ def test_serve_takes_the_inventorys_interface_unless_told_otherwise(
     monkeypatch.setattr(node, "running", running)
     for override in (None, "eth1"):
         with pytest.raises(NetbootError, match="stop here"):
-            node.serve(cfg, inv, interface=override)
+            node.serve(netboot_cfg, inv, interface=override)
     assert seen == ["eth0", "eth1"]  # the inventory's, then --interface's
 
 
-def test_on_a_lan_the_node_is_no_ipv6_default_router(cfg: wb_config.Config, tmp_path: Path) -> None:
-    inv = inventory.load(cfg, EXAMPLE)
+def test_on_a_lan_the_node_is_no_ipv6_default_router(netboot_cfg: wb_config.Config, tmp_path: Path) -> None:
+    inv = inventory.load(netboot_cfg, EXAMPLE)
     plan = dnsmasq.Plan("nb0", tmp_path / "tftp", tmp_path / "log", tmp_path / "leases", tmp_path / "d.conf", lan=True)
     lines = dnsmasq.config_text(inv, plan).splitlines()
     assert "ra-param=nb0,0,0" in lines and "enable-ra" in lines

@@ -3,67 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.commands import fab
+from tests.support.pools import POOLS, write
 from workbench.core import config as wb_config
 from workbench.core import pools
 from workbench.core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
-
-ROLES = """
-[workbench]
-prefix = "wbt-pools"
-state_dir = "{state}"
-
-[roles.app]
-ports = [80]
-[roles.cache]
-ports = [11211]
-[roles.db]
-ports = [3306]
-"""
-
-POOLS = """
-[pools.db]
-role = "db"
-used_by = ["app"]
-members = [
-  {{ name = "db1", private = "10.0.0.5", public = "203.0.113.5" }},
-  {{ name = "db2", private = "10.0.0.6" }},
-]
-variables = {{ database = "app", user = "app" }}
-
-[pools.sessions]
-role = "cache"
-port = 11311
-used_by = ["app"]
-environments = ["production"]
-members = [{{ name = "cache1", private = "10.0.1.5" }}]
-
-[pools.cache]
-role = "cache"
-used_by = ["app", "db"]
-members = [{{ name = "cache1", private = "10.0.1.5", public = "203.0.113.9" }}]
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    for role in ("app", "cache", "db"):
-        (tmp_path / "tests/roles").mkdir(parents=True, exist_ok=True)
-        (tmp_path / f"tests/roles/test_{role}.py").write_text("")
-    path = tmp_path / "workbench.toml"
-    path.write_text(ROLES.format(state=tmp_path / "state") + text)
-    return path
-
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> wb_config.Config:
-    return wb_config.load(write(tmp_path, POOLS.format()))
+    return wb_config.load(write(tmp_path, POOLS))
 
 
 def test_pools_load(cfg: wb_config.Config) -> None:
@@ -106,10 +59,10 @@ def test_container_options_render_files_at_deploy_time(cfg: wb_config.Config) ->
 
 
 def test_adding_a_member_changes_what_the_next_deploy_renders(tmp_path: Path) -> None:
-    first = wb_config.load(write(tmp_path, POOLS.format()))
+    first = wb_config.load(write(tmp_path, POOLS))
     host_dir = Path(next(iter(pools.container_options(first, "app", "staging")["volumes"])))
     db2 = '{ name = "db2", private = "10.0.0.6" },'
-    more = POOLS.format().replace(db2, db2 + '\n  { name = "db3", private = "10.0.0.7" },')
+    more = POOLS.replace(db2, db2 + '\n  { name = "db3", private = "10.0.0.7" },')
     second = wb_config.load(write(tmp_path, more))
     pools.container_options(second, "app", "staging")
     document = json.loads((host_dir / "pools.json").read_text())
@@ -155,24 +108,19 @@ def test_unknown_role_or_environment_when_rendering(cfg: wb_config.Config) -> No
         pools.show(cfg, "redis")
 
 
-def fab(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WORKBENCH_CONFIG": str(config)}
-    return subprocess.run([str(REPO / ".venv/bin/fab"), *args], env=env, capture_output=True, text=True, cwd=REPO)
-
-
 def test_fab_pools_show(cfg: wb_config.Config) -> None:
-    out = fab(cfg.path, "pools.show")
+    out = fab("pools.show", config=cfg.path)
     assert out.returncode == 0, out.stderr
     assert "db  role db, port 3306" in out.stdout
     assert "db1              private 10.0.0.5         public 203.0.113.5" in out.stdout
     assert "roles: app uses cache, db, sessions; db uses cache" in out.stdout
-    shown = json.loads(fab(cfg.path, "pools.show", "--pool", "db", "--json").stdout)
+    shown = json.loads(fab("pools.show", "--pool", "db", "--json", config=cfg.path).stdout)
     assert shown[0]["members"][1]["private"] == "10.0.0.6"
-    env = fab(cfg.path, "pools.render", "app", "--environment", "production", "--env").stdout
+    env = fab("pools.render", "app", "--environment", "production", "--env", config=cfg.path).stdout
     assert "WORKBENCH_POOL_SESSIONS=10.0.1.5:11311" in env
 
 
 def test_fab_pools_bad_input(tmp_path: Path) -> None:
-    out = fab(write(tmp_path, '[pools.redis]\nrole = "redis"\n'), "pools.show")
+    out = fab("pools.show", config=write(tmp_path, '[pools.redis]\nrole = "redis"\n'))
     assert out.returncode == 2
     assert "error:" in out.stderr and "[pools.redis] role = 'redis': unknown role" in out.stderr

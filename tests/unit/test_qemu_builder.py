@@ -8,21 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.config import REPO, small_config
 from workbench.build import builders, disks, images, vm, vmdisk
 from workbench.build.aptcache import PackageCache
 from workbench.core import config
 
 
 def qemu_config(tmp_path: Path, **builder: object) -> config.Config:
-    (tmp_path / "tests/roles").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "tests/roles/test_base.py").touch()
-    data = {
-        "workbench": {"prefix": "unit", "default_role": "base", "state_dir": str(tmp_path / "state")},
-        "builder": {"type": "qemu", **builder},
-        "roles": {"base": {}},
-    }
-    return config.from_dict(data, tmp_path / "workbench.toml")
+    return small_config(tmp_path, "unit", workbench={"default_role": "base"}, builder={"type": "qemu", **builder},
+                        roles={"base": {}})
 
 
 def test_mbr_has_boot_code_two_lba_partitions_and_the_signature() -> None:

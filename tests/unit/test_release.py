@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.config import small_config
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError, ReleaseError
 from workbench.release import diff as release_diff
@@ -32,11 +33,6 @@ def add(led: Ledger, **changes: object) -> Release:
     changes.setdefault("image_id", f"sha256:image-{len(led.history())}")
     intent = led.begin(record("", **changes))
     return led.finish(intent, intent.release)
-
-
-def config_at(tmp_path: Path, **sections: dict[str, object]) -> wb_config.Config:
-    data = {"workbench": {"prefix": "wbx", "state_dir": str(tmp_path)}, **sections}
-    return wb_config.from_dict(data, tmp_path / "workbench.toml")
 
 
 # --- release.diff ----------------------------------------------------------------
@@ -92,7 +88,7 @@ def test_upstream_file_lists_every_replica() -> None:
 
 
 def test_settings_reach_the_container_and_cannot_fake_the_release(tmp_path: Path) -> None:
-    config = config_at(
+    config = small_config(
         tmp_path,
         environments={"staging": {"variables": {"DB_PASSWORD": "s3cret", "WORKBENCH_RELEASE": "forged"}}},
         roles={},
@@ -143,7 +139,7 @@ def test_rollback_target_checks(tmp_path: Path) -> None:
 
 
 def test_rollback_needs_a_tag_or_env_and_role(tmp_path: Path) -> None:
-    config = config_at(tmp_path, roles={})
+    config = small_config(tmp_path, roles={})
     with pytest.raises(ConfigError, match="needs a release tag"):
         release.rollback(config, env="staging")
     with pytest.raises(ReleaseError, match="not a release tag"):
@@ -171,10 +167,10 @@ def test_registry_config_is_loopback_without_deletes(tmp_path: Path) -> None:
 
 
 def test_registry_refuses_a_non_loopback_address(tmp_path: Path) -> None:
-    config = config_at(tmp_path, registry={"host": "0.0.0.0"}, roles={})
+    config = small_config(tmp_path, registry={"host": "0.0.0.0"}, roles={})
     with pytest.raises(ConfigError, match=r"\[registry\] host = '0.0.0.0': .* loopback only"):
         registry._write_config(config)
-    assert not (tmp_path / "registry").exists()
+    assert not (config.state_dir / "registry").exists()
 
 
 # --- the command line ------------------------------------------------------------------------

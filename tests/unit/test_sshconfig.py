@@ -7,52 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pools import SSH_POOLS, SSH_ROLES, write
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError
 from workbench.ops import sshconfig
 
-ROLES = """
-[workbench]
-prefix = "wbt-ssh"
-state_dir = "{state}"
-
-[roles.app]
-[roles.cache]
-[roles.db]
-[roles.jumpbox]
-ports = [22]
-"""
-
-POOLS = """
-[pools.jump]
-role = "jumpbox"
-members = [{ name = "jump1", private = "10.0.0.2", public = "203.0.113.2", ssh_port = "2222" }]
-
-[pools.db]
-role = "db"
-members = [{ name = "db1", private = "10.0.0.5" }, { name = "db2", private = "10.0.0.6", ssh_port = "2200" }]
-
-[pools.cache]
-role = "cache"
-members = [{ name = "cache1", private = "10.0.1.5" }]
-
-[pools.sessions]
-role = "cache"
-members = [{ name = "cache1", private = "10.0.1.5" }]
-"""
-
 
 def load(tmp_path: Path, pools_text: str) -> wb_config.Config:
-    (tmp_path / "tests/roles").mkdir(parents=True, exist_ok=True)
-    for role in ("app", "cache", "db", "jumpbox"):
-        (tmp_path / f"tests/roles/test_{role}.py").write_text("")
-    path = tmp_path / "workbench.toml"
-    path.write_text(ROLES.format(state=tmp_path / "state") + pools_text)
-    return wb_config.load(path)
+    return wb_config.load(write(tmp_path, pools_text, SSH_ROLES))
 
 
 def test_inventory_from_pools(tmp_path: Path) -> None:
-    inv = sshconfig.inventory(load(tmp_path, POOLS))
+    inv = sshconfig.inventory(load(tmp_path, SSH_POOLS))
     assert [(h.name, h.address, h.port) for h in inv.jump] == [("jump1", "203.0.113.2", 2222)]
     assert [(h.name, h.address, h.port) for h in inv.internal] == [
         ("cache1", "10.0.1.5", 22),
@@ -64,7 +30,7 @@ def test_inventory_from_pools(tmp_path: Path) -> None:
 
 
 def test_render(tmp_path: Path) -> None:
-    cfg = load(tmp_path, POOLS)
+    cfg = load(tmp_path, SSH_POOLS)
     text = sshconfig.render(cfg, sshconfig.inventory(cfg), identity_file="~/.ssh/ops", known_hosts="/tmp/kh")
     assert "Host jump1\n    HostName 203.0.113.2\n    Port 2222\n    User ops\n    IdentityFile ~/.ssh/ops\n" in text
     assert "Host db2\n    HostName 10.0.0.6\n    Port 2200\n    User ops\n" in text
@@ -81,26 +47,27 @@ def test_render(tmp_path: Path) -> None:
 
 
 def test_render_one_host_keeps_its_jump_box(tmp_path: Path) -> None:
-    cfg = load(tmp_path, POOLS)
+    cfg = load(tmp_path, SSH_POOLS)
     text = sshconfig.render(cfg, sshconfig.inventory(cfg), only="db1")
     assert "Host db1\n" in text and "Host jump1\n" in text
     assert "Host db2\n" not in text and "Host cache1\n" not in text
 
 
 def test_a_host_missing_from_the_inventory(tmp_path: Path) -> None:
-    cfg = load(tmp_path, POOLS)
+    cfg = load(tmp_path, SSH_POOLS)
     with pytest.raises(ConfigError, match=r"host 'redis1' is not in the inventory \(hosts: jump1, cache1, db1, db2\)"):
         sshconfig.render(cfg, sshconfig.inventory(cfg), only="redis1")
 
 
 def test_no_jump_box(tmp_path: Path) -> None:
-    cfg = load(tmp_path, POOLS.split("[pools.db]")[0].replace("jumpbox", "db").replace("[pools.jump]", "[pools.x]"))
+    cfg = load(tmp_path, SSH_POOLS.split("[pools.db]")[0].replace("jumpbox", "db").replace("[pools.jump]", "[pools.x]"))
     with pytest.raises(ConfigError, match="no jump box in .*declare a pool of role 'jumpbox'"):
         sshconfig.render(cfg, sshconfig.inventory(cfg))
 
 
 def test_one_host_two_addresses(tmp_path: Path) -> None:
-    cfg = load(tmp_path, POOLS + '\n[pools.other]\nrole = "db"\nmembers = [{ name = "db1", private = "10.9.9.9" }]\n')
+    other = '\n[pools.other]\nrole = "db"\nmembers = [{ name = "db1", private = "10.9.9.9" }]\n'
+    cfg = load(tmp_path, SSH_POOLS + other)
     with pytest.raises(ConfigError, match="host 'db1' has two private addresses, 10.0.0.5 .* and 10.9.9.9"):
         sshconfig.inventory(cfg)
 

@@ -12,8 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import git
 
+from tests.support.commands import git
+from tests.support.net import free_port
 from workbench.build import bake as wb_bake
 from workbench.core import config as wb_config
 from workbench.core.errors import BakeFailed, ConfigError, WorkbenchError
@@ -323,12 +324,6 @@ def test_a_second_watcher_on_the_same_branch_is_refused(cfg: wb_config.Config) -
     first, second = watcher(cfg, FakeBake()), watcher(cfg, FakeBake())
     with watch.lock(first), pytest.raises(WorkbenchError, match="another watcher"), watch.lock(second):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_http_hook_fires_an_event(cfg: wb_config.Config, repo: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, config_data, write_config
+from tests.support.config import REPO, config_data, write_config
 from workbench.core import config as wb_config
 from workbench.core import run
 
@@ -141,7 +141,7 @@ _bakes: QemuBakes | None = None
 
 
 def start_if_collected(session: pytest.Session) -> None:
-    """From tests/conftest.py's pytest_collection_finish: start only when the qemu tests will run."""
+    """From tests/e2e/conftest.py's pytest_collection_finish: start only when the qemu tests will run."""
     global _bakes
     if session.config.option.collectonly or not any(item.path.name == QEMU_MODULE for item in session.items):
         return
@@ -152,7 +152,7 @@ def start_if_collected(session: pytest.Session) -> None:
 
 
 def finish() -> None:
-    """From tests/conftest.py's pytest_sessionfinish: stop what still runs, remove everything."""
+    """From tests/e2e/conftest.py's pytest_sessionfinish: stop what still runs, remove everything."""
     if _bakes is not None:
         _bakes.finish()
 

@@ -1,4 +1,4 @@
-"""Helpers for the release tests: images made by hand, free ports, clean-up of an environment.
+"""Helpers for the release tests: images made by hand, clean-up of an environment.
 
 The images here exist only to exercise the release mechanics (ledger,
 registry, deploy, frontend switching) on the real engine: an "app" that is a
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
 import tarfile
-from pathlib import Path
 from typing import Any
 
+from tests.support.config import REPO
 from workbench.build import images
 from workbench.core import engine
 from workbench.core.config import Config
 from workbench.release import registry
 from workbench.release.target import ENV_LABEL
-
-REPO = Path(__file__).resolve().parents[2]
 
 FAKE_APP = '''\
 import json, os
@@ -93,12 +90,6 @@ class Handler(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("", 80), Handler).serve_forever()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tar(files: dict[str, str]) -> bytes:
@@ -193,3 +184,4 @@ def clean_environments(config: Config) -> None:
         with contextlib.suppress(Exception):
             network.remove()
     registry.down(config)
+

@@ -1,0 +1,34 @@
+"""The programs tests run as a user would: the venv's `fab`, and git as a fixed author."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.support.config import REPO
+from workbench.core import config as wb_config
+
+FAB = REPO / ".venv" / "bin" / "fab"
+
+
+def fab(*args: str, config: Path, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the real `fab` command of the venv against `config`."""
+    env = {**os.environ, wb_config.ENV_CONFIG: str(config)}
+    proc = subprocess.run([str(FAB), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in `repo` as a fixed author, with none of the user's own git configuration."""
+    env = {
+        "GIT_AUTHOR_NAME": "Ops",
+        "GIT_AUTHOR_EMAIL": "ops@example.invalid",
+        "GIT_COMMITTER_NAME": "Ops",
+        "GIT_COMMITTER_EMAIL": "ops@example.invalid",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(repo),
+    }
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
