@@ -1,4 +1,5 @@
-"""Pools: validation in workbench.toml, what a role is given at deploy time, `fab pools.show`."""
+"""Pools: validation in workbench.toml, what a role is given at deploy time (`fab pools.show` itself:
+tests/integration/test_pools_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.commands import fab
 from tests.support.pools import POOLS, write
 from workbench.core import config as wb_config
 from workbench.core import pools
@@ -106,21 +106,3 @@ def test_unknown_role_or_environment_when_rendering(cfg: wb_config.Config) -> No
         pools.render(cfg, "app", "qa")
     with pytest.raises(ConfigError, match="no pool 'redis'.*pools: cache, db, sessions"):
         pools.show(cfg, "redis")
-
-
-def test_fab_pools_show(cfg: wb_config.Config) -> None:
-    out = fab("pools.show", config=cfg.path)
-    assert out.returncode == 0, out.stderr
-    assert "db  role db, port 3306" in out.stdout
-    assert "db1              private 10.0.0.5         public 203.0.113.5" in out.stdout
-    assert "roles: app uses cache, db, sessions; db uses cache" in out.stdout
-    shown = json.loads(fab("pools.show", "--pool", "db", "--json", config=cfg.path).stdout)
-    assert shown[0]["members"][1]["private"] == "10.0.0.6"
-    env = fab("pools.render", "app", "--environment", "production", "--env", config=cfg.path).stdout
-    assert "WORKBENCH_POOL_SESSIONS=10.0.1.5:11311" in env
-
-
-def test_fab_pools_bad_input(tmp_path: Path) -> None:
-    out = fab("pools.show", config=write(tmp_path, '[pools.redis]\nrole = "redis"\n'))
-    assert out.returncode == 2
-    assert "error:" in out.stderr and "[pools.redis] role = 'redis': unknown role" in out.stderr
