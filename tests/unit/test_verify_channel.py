@@ -162,7 +162,7 @@ def test_a_stopped_container_is_a_failed_command_as_with_docker_exec(registered:
 
 
 def test_the_bake_runs_pytest_with_the_plugin() -> None:
-    from tests.conftest import REPO
+    from tests.support.config import REPO
     from workbench.core import config
 
     cfg = config.load(REPO / "workbench.toml")
@@ -236,3 +236,16 @@ def test_the_probe_and_the_agent_need_only_the_standard_library(tmp_path: Path) 
     script.write_text(channel.AGENT + "\n" + verify.ready_probe(Role(name="r"), 0))
     done = subprocess.run([sys.executable, "-I", "-S", str(script)], input=b"", capture_output=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_plugin_names_each_failed_check_with_its_assertion(tmp_path: Path) -> None:
+    (tmp_path / "test_role.py").write_text(
+        "def test_good(host):\n    assert host.run('true').rc == 0\n\n"
+        "def test_bad(host):\n    assert host.run('echo real').stdout.strip() == 'expected'\n"
+    )
+    argv = [sys.executable, "-m", "pytest", "-p", channel.PLUGIN, "-p", "no:cacheprovider", "-q",
+            f"--rootdir={tmp_path}", f"--confcutdir={tmp_path}", "-o", "addopts=", "--hosts=local://", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(channel.FAILED_CHECK)]
+    assert lines == ["failed check: test_role.py::test_bad[local]: AssertionError: assert 'real' == 'expected'"]
