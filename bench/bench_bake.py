@@ -13,7 +13,13 @@ which keeps and reuses them). Every figure is measured in this one run:
    package cache, without the build cache,
 4. `--all` of the roles (parallel), --force, cache warm,
 5. no-op bake of all roles, in process and through the real `fab`,
-6. one state file of one role touched, then `--all`: only that role rebakes.
+6. one state file of one role touched, then `--all`: only that role rebakes,
+7. each cold-baked image verified again over testinfra's `docker://` (a
+   `docker exec` per command), as bakes did before the channel.
+
+Per role it prints the cold bake against `docker build` with and without the
+verification (provision only), and the verification's time and share of the
+bake, against the issue's goals.
 """
 
 from __future__ import annotations
@@ -29,13 +35,16 @@ import tempfile
 import time
 from pathlib import Path
 
+# Issue 17's goals, printed against what this run measured.
+GOAL_RATIO = 1.2
+GOAL_APP_VERIFY = 5.0
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import config_data, write_config  # noqa: E402
-
-from workbench.build import aptcache, bake, base  # noqa: E402
+from tests.support.config import config_data, write_config  # noqa: E402
+from workbench.build import aptcache, bake, base, verify  # noqa: E402
 from workbench.core import config, engine  # noqa: E402
 
 
@@ -91,7 +100,7 @@ def main() -> None:
     data["workbench"]["checkout"] = str(checkout)
     cfg = config.load(write_config(state / "workbench.toml", data))
     figures: dict[str, float] = {}
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     try:
         base_image = base.build_base(cfg)
         # 1. serial, package cache empty (when the state directory is new)
@@ -128,12 +137,23 @@ def main() -> None:
         init.write_text(init.read_text() + "\n# touched by bench_bake\n")
         figures["touch"], after = timed_bake(cfg, roles, force=False)
         rebaked = [r.role for r in after if not r.cached]
+        # 7. the same verification over a docker exec per command
+        per_exec = {
+            role: verify.verify(cfg, cfg.role(role), results[role].tag, scope=f"bench {role}",
+                                on_line=lambda line: None, scheme="docker")
+            for role in roles
+        }
         for role in roles:
             bake_s, (build_s, build_size) = serial[role], builds[role]
-            provision_s = dict(results[role].phases).get("provision", bake_s)
+            phases = dict(results[role].phases)
+            provision_s, verify_s = phases.get("provision", bake_s), phases.get("verify", 0.0)
             rows.append((role, f"{first[role]:.1f}s", f"{bake_s:.1f}s / {build_s:.1f}s = {bake_s / build_s:.2f}x",
                          f"{provision_s:.1f}s = {provision_s / build_s:.2f}x",
+                         f"{verify_s:.1f}s = {verify_s / bake_s:.0%} ({results[role].tests})",
+                         f"{per_exec[role].seconds:.1f}s = {verify_s / per_exec[role].seconds:.2f}x",
                          f"{results[role].size / 1e6:.0f} MB / {build_size / 1e6:.0f} MB"))
+            figures[f"ratio {role}"] = bake_s / build_s
+            figures[f"verify {role}"] = verify_s
     finally:
         shutil.rmtree(checkout, ignore_errors=True)
         if not args.prefix:
@@ -142,14 +162,24 @@ def main() -> None:
     total_serial = sum(serial.values())
     print()
     print(f"{'role':<8} {'first bake':>11}  {'cold bake / docker build (warm cache)':<40} "
-          f"{'provision only (no verify)':<28} size bake / docker")
-    for role, first_s, ratio, provision, size in rows:
-        print(f"{role:<8} {first_s:>11}  {ratio:<40} {provision:<28} {size}")
+          f"{'provision only (no verify)':<28} {'verify = share of the cold bake (tests)':<44} "
+          f"{'docker:// verify (ratio)':<26} size bake / docker")
+    for role, first_s, ratio, provision, verify_s, old_verify, size in rows:
+        print(f"{role:<8} {first_s:>11}  {ratio:<40} {provision:<28} {verify_s:<44} {old_verify:<26} {size}")
     print(f"--all of {len(roles)} roles: {figures['all']:.1f}s vs serial {total_serial:.1f}s "
           f"= {figures['all'] / total_serial:.2f}x")
     print(f"no-op bake of {len(roles)} roles: {figures['noop']:.2f}s in process, "
           f"{figures['noop_fab']:.2f}s as `fab image.bake {roles[-1]}`")
     print(f"touch salt/{touched}/init.sls, --all: {figures['touch']:.1f}s, rebaked: {', '.join(rebaked) or 'nothing'}")
+    worst = max(roles, key=lambda r: figures[f"ratio {r}"])
+    print(f"goal: cold bake <= {GOAL_RATIO}x docker build, verification included: "
+          f"{'met' if figures[f'ratio {worst}'] <= GOAL_RATIO else 'not met'} "
+          f"(worst {worst} {figures[f'ratio {worst}']:.2f}x)")
+    if "app" in roles:
+        app_verify = figures["verify app"]
+        verdict = "met" if app_verify <= GOAL_APP_VERIFY else "not met"
+        print(f"goal: app verification <= {GOAL_APP_VERIFY:.0f}s: {verdict} "
+              f"({app_verify:.1f}s, {results['app'].tests})")
 
 
 if __name__ == "__main__":

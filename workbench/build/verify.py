@@ -79,13 +79,24 @@ def parse_summary(output: str) -> str:
     return ""
 
 
-def verify(config: Config, role: Role, image: str, *, scope: str, on_line: Callable[[str], None]) -> VerifyResult:
-    """Run the role's tests against a fresh container of `image`; VerifyFailed if any fails."""
+def verify(
+    config: Config,
+    role: Role,
+    image: str,
+    *,
+    scope: str,
+    on_line: Callable[[str], None],
+    scheme: str = channel.DOCKER_SCHEME,
+) -> VerifyResult:
+    """Run the role's tests against a fresh container of `image`; VerifyFailed if any fails.
+
+    `scheme="docker"` runs them over testinfra's own `docker://` instead (bench_bake compares).
+    """
     start = time.monotonic()
     labels = {engine.PREFIX_LABEL: config.prefix, "workbench.verify.role": role.name}
     with engine.running(image, labels=labels, name=None) as container:
         _wait_ready(container, role, scope)
-        argv = pytest_argv(config, role, [f"--hosts={channel.DOCKER_SCHEME}://{container.id}"])
+        argv = pytest_argv(config, role, [f"--hosts={scheme}://{container.id}"])
 
         def log_tail() -> str:
             return str(container.logs(tail=20).decode(errors="replace").strip())
