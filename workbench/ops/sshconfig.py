@@ -48,6 +48,9 @@ def _pool_hosts(config: Config) -> tuple[list[Host], list[Host]]:
     internal: dict[str, Host] = {}
     for name in sorted(config.pools):
         pool = config.pools[name]
+        if pool.deployed:
+            # Its members are releases, one per environment (db1.staging.wpdn): not one address each.
+            continue
         for m in pools.members(pool):
             source = f"pool {name}"
             if pool.role == JUMPBOX_ROLE:
