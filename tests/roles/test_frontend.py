@@ -45,3 +45,12 @@ def test_reload_with_a_new_upstream_is_accepted(host: Any) -> None:
 def test_monit_watches_nginx(host: Any) -> None:
     assert host.file("/etc/monit/conf.d/nginx").exists
     assert "nginx" in host.check_output("monit -B summary")
+
+
+def test_monit_restarts_killed_nginx(host: Any, wait: Any, kill_and_wait_restart: Any) -> None:
+    # Last in the file: it kills what the checks above use. nginx's pid file is
+    # Debian's (`pid /run/nginx.pid;` in nginx.conf), the one salt/frontend's monit check names.
+    kill_and_wait_restart("nginx", "/run/nginx.pid")
+    wait(lambda: host.socket("tcp://0.0.0.0:80").is_listening, "nginx listens on port 80 again")
+    status = host.check_output("curl -sS -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1/")
+    assert status == "502", "the restarted nginx serves the site (502 until the first switch)"
