@@ -19,6 +19,7 @@ import pytest
 from tests.support.commands import fab
 from tests.support.config import config_data, fresh_dir, write_config
 from tests.support.net import free_port
+from tests.support.releasekit import assert_served
 from workbench.build import bake
 from workbench.core import config as wb_config
 from workbench.core import engine
@@ -69,14 +70,14 @@ def test_promote_promote_rollback_history_diff(rel: tuple[wb_config.Config, Path
     with loadgen.Load(url) as load:
         proc = fab("release.promote", "app", "--env", "staging", "--message", "second", config=path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert load.result.failed == 0, load.result.errors
+    assert_served(load.result, 10)
     second = json.loads(fab("release.list", "--json", config=path, check=True).stdout)[0]
     assert health(config)["release"] == second["tag"] and second["version"] == second_bake.version
 
     with loadgen.Load(url) as load:
         proc = fab(f"release.rollback:{first['tag']}", config=path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert load.result.failed == 0, load.result.errors
+    assert_served(load.result, 10)
     history = json.loads(fab("release.history", "--env", "staging", "--json", config=path, check=True).stdout)
     assert [(r["action"], r["rollback_of"]) for r in history] == [
         ("promote", None), ("promote", None), ("rollback", first["tag"]),

@@ -1,4 +1,4 @@
-"""Helpers for the release tests: images made by hand, clean-up of an environment.
+"""Helpers for the release tests: images made by hand, clean-up of an environment, a load's verdict.
 
 The images here exist only to exercise the release mechanics (ledger,
 registry, deploy, frontend switching) on the real engine: an "app" that is a
@@ -18,7 +18,7 @@ from tests.support.config import REPO
 from workbench.build import images
 from workbench.core import engine
 from workbench.core.config import Config
-from workbench.release import registry
+from workbench.release import loadgen, registry
 from workbench.release.target import ENV_LABEL
 
 FAKE_APP = '''\
@@ -185,3 +185,12 @@ def clean_environments(config: Config) -> None:
             network.remove()
     registry.down(config)
 
+
+def assert_served(result: loadgen.LoadResult, at_least: int = 1) -> None:
+    """No request under load failed, and at least `at_least` were answered.
+
+    "Nothing failed" alone also holds when nothing was asked (the load never
+    reached the frontend, or stopped at once).
+    """
+    assert result.failed == 0, f"{result.failed} of {result.total} request(s) failed: {result.errors}"
+    assert result.ok >= at_least, f"only {result.ok} request(s) answered in {result.seconds:.1f}s (want {at_least})"
