@@ -12,7 +12,8 @@ which keeps and reuses them). Every figure is measured in this one run:
    each baked role has beyond the base (apt-mark showmanual), through the same
    package cache, without the build cache,
 4. `--all` of the roles (parallel), --force, cache warm,
-5. no-op bake of all roles, in process and through the real `fab`,
+5. no-op bake of all roles, in process and through the real `fab`, and the
+   vanilla base found again (the figures the tests no longer time),
 6. one state file of one role touched, then `--all`: only that role rebakes,
 7. each cold-baked image verified again over testinfra's `docker://` (a
    `docker exec` per command), as bakes did before the channel.
@@ -127,6 +128,10 @@ def main() -> None:
         figures["noop"], noop = timed_bake(cfg, roles, force=False)
         assert all(r.cached for r in noop)
         start = time.monotonic()
+        again = base.build_base(cfg)
+        figures["base_cached"] = time.monotonic() - start
+        assert again.cached and again.id == base_image.id
+        start = time.monotonic()
         env = {**os.environ, config.ENV_CONFIG: str(cfg.path)}
         subprocess.run([str(REPO / ".venv/bin/fab"), "image.bake", roles[-1]], env=env, check=True,
                        capture_output=True, cwd=REPO)
@@ -170,6 +175,7 @@ def main() -> None:
           f"= {figures['all'] / total_serial:.2f}x")
     print(f"no-op bake of {len(roles)} roles: {figures['noop']:.2f}s in process, "
           f"{figures['noop_fab']:.2f}s as `fab image.bake {roles[-1]}`")
+    print(f"vanilla base with nothing changed: {figures['base_cached']:.3f}s (reused {base_image.tag})")
     print(f"touch salt/{touched}/init.sls, --all: {figures['touch']:.1f}s, rebaked: {', '.join(rebaked) or 'nothing'}")
     worst = max(roles, key=lambda r: figures[f"ratio {r}"])
     print(f"goal: cold bake <= {GOAL_RATIO}x docker build, verification included: "

@@ -88,13 +88,11 @@ def test_image_carries_no_build_machinery(shipped: dict[str, bake.BakeResult]) -
         assert body[40:120] not in "".join(bundle.split()), f"{crt} is in the image's CA bundle"
 
 
-def test_no_op_bake_reuses_in_under_a_second(shipped: dict[str, bake.BakeResult], wb_cfg: config.Config) -> None:
-    start = time.monotonic()
+def test_no_op_bake_rebuilds_nothing(shipped: dict[str, bake.BakeResult], wb_cfg: config.Config) -> None:
+    # How fast: bench/bench_bake.py prints the no-op bake's time.
     again = bake.bake(wb_cfg, SHIPPED)
-    elapsed = time.monotonic() - start
-    assert elapsed < 1.0, f"no-op bake of {SHIPPED} took {elapsed:.2f}s"
-    assert all(r.cached for r in again)
-    assert {r.role: r.tag for r in again} == {k: v.tag for k, v in shipped.items()}
+    assert all(r.cached for r in again), [r.role for r in again if not r.cached]
+    assert {r.role: (r.tag, r.id) for r in again} == {k: (v.tag, v.id) for k, v in shipped.items()}
 
 
 @pytest.mark.parametrize(

@@ -77,8 +77,9 @@ def test_listed_and_reused_when_nothing_changed(baked: dict[str, Any], qemu_conf
     assert mine and mine[0]["path"].endswith(f"/qcow2/base/{baked['result']['version']}.qcow2")
     again = fab("image.bake", "base", "--json", config=qemu_config_path, check=True)
     (result,) = _last_json(again.stdout)
-    assert result["cached"] is True and result["tag"] == baked["result"]["tag"]
-    assert result["seconds"] < 5
+    # Nothing rebuilt: the same disk file (how fast: bench/bench_qemu.py prints it).
+    assert result["cached"] is True
+    assert (result["tag"], result["id"]) == (baked["result"]["tag"], baked["result"]["id"])
 
 
 def test_failed_provisioning_leaves_no_disk_and_no_vm(qemu_bakes: QemuBakes) -> None:
