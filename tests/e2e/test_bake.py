@@ -7,12 +7,13 @@ states, so that each costs seconds, not minutes.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,17 @@ def test_no_op_bake_rebuilds_nothing(shipped: dict[str, bake.BakeResult], wb_cfg
     again = bake.bake(wb_cfg, SHIPPED)
     assert all(r.cached for r in again), [r.role for r in again if not r.cached]
     assert {r.role: (r.tag, r.id) for r in again} == {k: (v.tag, v.id) for k, v in shipped.items()}
+
+
+def test_hypervisor_role_tests_run_against_its_bake(baked: Callable[[str], bake.BakeResult]) -> None:
+    # The netboot live image applies the hypervisor's states in a chroot and runs no tests;
+    # the role baked as an image (the same states) is where tests/roles/test_hypervisor.py runs.
+    tests = REPO / "tests" / "roles" / "test_hypervisor.py"
+    count = sum(isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+                for node in ast.parse(tests.read_text()).body)
+    result = baked("hypervisor")
+    assert count and result.tests.startswith(f"{count} passed"), result.tests
+    assert _labels(result.tag)["workbench.verify"] == "passed"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""The hypervisor role (the netbooted live system): run against the live image's root."""
+"""The hypervisor role (the netbooted live system's states).
+
+The live image applies these states in a chroot and runs no tests; the bake of
+the role as an image runs this file (tests/e2e/test_bake.py).
+"""
 
 
 def test_qemu_img_installed(host):
