@@ -62,9 +62,10 @@ def sandbox_containers(prefix: str) -> list[str]:
 
 
 def test_up_test_and_ssh(cfg_path: Path) -> None:
-    out = ok("sandbox.up", config=cfg_path)  # no role: the default role, web
-    assert "applying base, web" in out
-    assert "sandbox web.sandbox.wpdn up (docker" in out
+    up = fab("sandbox.up", config=cfg_path, check=True, timeout=600)  # no role: the default role, web
+    # Progress on stderr, the result on stdout.
+    assert "applying base, web" in up.stderr and "applying base, web" not in up.stdout
+    assert "sandbox web.sandbox.wpdn up (docker" in up.stdout
     out = ok("sandbox.test", "--role", "web", config=cfg_path)
     assert "2 passed" in out
     out = ok("sandbox.ssh", "--role", "web", "-c", "hostname -f; cat /srv/web/index.html", config=cfg_path)
@@ -78,9 +79,9 @@ def test_provision_applies_an_edited_state(cfg_path: Path, checkout: Path) -> No
     original = state.read_text()
     state.write_text(original.replace(" from {{", " via {{"))
     try:
-        out = ok("sandbox.provision", "--role", "web", config=cfg_path)
-        assert "changed web-page" in out
-        assert "restarting the sandbox" in out
+        done = fab("sandbox.provision", "--role", "web", config=cfg_path, check=True, timeout=600)
+        assert "changed web-page" in done.stdout
+        assert "restarting the sandbox" in done.stderr
         out = ok("sandbox.ssh", "--role", "web", "-c", FETCH.format("127.0.0.1:8000"), config=cfg_path)
         assert out.strip() == "hello via web in sandbox"
         # The role's tests see the change too: they fail now.

@@ -560,7 +560,7 @@ def sandbox_test(c, role=""):
     from workbench.sandbox import sandboxes as sandbox
 
     result = sandbox.test(_config(), role or None)
-    print(f"sandbox {result.sandbox}: {result.tests} passed, {result.seconds}s")
+    print(f"sandbox {result.sandbox}: {result.tests} {result.summary or 'passed'}, {result.seconds}s")
 
 
 @wb(name="ssh", help={**_SANDBOX_HELP, "command": "run this command (vagrant ssh -c) and exit"})

@@ -28,7 +28,7 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
-from workbench.build import salt, streams
+from workbench.build import salt, streams, verify
 from workbench.core import engine, naming, pools, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import CommandFailed, ConfigError, EngineUnavailable, SandboxError
@@ -93,6 +93,7 @@ class TestResult:
     sandbox: str
     tests: str
     seconds: float
+    summary: str = ""  # pytest's own: `2 passed in 1.21s`
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -489,7 +490,8 @@ def _test(config: Config, sandbox: Sandbox) -> TestResult:
     if result.returncode != 0:
         failing = watcher.describe_failures() or "\n".join(f"  | {line}" for line in result.stdout.splitlines()[-15:])
         raise SandboxError(f"the {sandbox.role.name} role's tests failed against {sandbox.fqdn}:\n{failing}")
-    return TestResult(sandbox.fqdn, sandbox.role.tests_path, round(time.monotonic() - start, 1))
+    return TestResult(sandbox.fqdn, sandbox.role.tests_path, round(time.monotonic() - start, 1),
+                      verify.parse_summary(result.stdout))
 
 
 # --- ssh, status, halt, destroy --------------------------------------------------------
