@@ -11,7 +11,9 @@ import ast
 import contextlib
 import json
 import re
+import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 
 from tests.support.commands import fab
 from tests.support.config import REPO, config_data, write_config
-from workbench.build import bake, images
+from workbench.build import bake, ca, images
 from workbench.core import config, engine
 from workbench.core.errors import BakeFailed, VerifyFailed
 
@@ -78,15 +80,7 @@ def test_image_carries_no_build_machinery(shipped: dict[str, bake.BakeResult]) -
     out = engine.client().containers.run(tag, ["sh", "-c", script], entrypoint=[], remove=True).decode()
     assert out.strip().splitlines()[-1] == "done"
     assert "LEFT" not in out, out
-    # The host's build-only CA is not in the image's trust bundle.
-    from workbench.build import ca
-
-    bundle = engine.client().containers.run(
-        tag, ["cat", "/etc/ssl/certs/ca-certificates.crt"], entrypoint=[], remove=True
-    ).decode()
-    for crt in ca.host_cas():
-        body = "".join(crt.read_text().split("-----")[2].split())
-        assert body[40:120] not in "".join(bundle.split()), f"{crt} is in the image's CA bundle"
+    # The host's CAs: test_the_host_ca_is_lent_to_the_build_and_never_baked_in, with one of its own.
 
 
 def test_no_op_bake_rebuilds_nothing(shipped: dict[str, bake.BakeResult], wb_cfg: config.Config) -> None:
@@ -153,10 +147,26 @@ TINY_STATES = {
     "pkgrole": "hello:\n  pkg.installed:\n    - refresh: true\n",
     "nosls": "",
     "badrender": "x:\n  file.managed:\n    - name: {{ nothing.here }}\n",
+    # Fetches over TLS from a server whose certificate only the lent CA vouches for
+    # (its files are made by the throwaway_ca fixture).
+    "catrust": (
+        "ca-certificates:\n  pkg.installed:\n    - refresh: true\n"
+        "/etc/catrust:\n  file.recurse:\n    - source: salt://catrust/files\n"
+        "fetch-over-tls:\n  cmd.run:\n    - name: python3 /etc/catrust/check.py\n"
+        "    - creates: /etc/catrust/verified\n"
+        "    - require:\n      - pkg: ca-certificates\n      - file: /etc/catrust\n"
+    ),
 }
 TINY_TESTS = {
     "flunk": "def test_content(host):\n    assert host.file('/etc/flunk.txt').content_string == 'expected'\n",
     "pkgrole": "def test_hello(host):\n    assert host.package('hello').is_installed\n",
+    "catrust": (
+        "def test_the_build_trusted_the_lent_ca(host):\n"
+        "    assert host.file('/etc/catrust/verified').content_string == 'verified\\n'\n\n"
+        "def test_the_image_does_not(host):\n"
+        "    out = host.run('python3 /etc/catrust/check.py')\n"
+        "    assert out.rc != 0 and 'CERTIFICATE_VERIFY_FAILED' in out.stderr, out.stderr\n"
+    ),
 }
 
 
@@ -372,6 +382,65 @@ def test_bake_killed_outright_is_cleaned_up_by_the_next(tiny: config.Config) -> 
     assert not caches, "the orphaned package cache is still running"
     assert not engine.images({engine.PREFIX_LABEL: tiny.prefix, images.CANDIDATE_LABEL: "true"})
     assert _labels(result.tag)["workbench.verify"] == "passed"
+
+
+# --- the build host's CAs: lent to the build, never baked in ------------------------------
+
+# Run by the catrust state: an HTTPS server on loopback with the certificate the throwaway CA
+# signed, and a fetch from it with Python's default context, which verifies the chain.
+CA_CHECK = """\
+import http.server, ssl, threading, urllib.request
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("/etc/catrust/leaf.crt", "/etc/catrust/leaf.key")
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+urllib.request.urlopen(f"https://127.0.0.1:{server.server_port}/", timeout=10).read()
+with open("/etc/catrust/verified", "w") as out:
+    out.write("verified\\n")
+"""
+
+
+def openssl(*args: object) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture()
+def throwaway_ca(tmp_path: Path, tiny_checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A CA made for this test and, through WORKBENCH_HOST_CA_DIR, the only host CA a bake
+    sees; the catrust role's files get a server certificate it signed."""
+    host_cas = tmp_path / "host-cas"
+    host_cas.mkdir()
+    ca_crt, ca_key = host_cas / "wbtest-throwaway.crt", tmp_path / "ca.key"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+            "-subj", f"/CN=workbench throwaway test CA {secrets.token_hex(4)}")
+    files = tiny_checkout / "salt" / "catrust" / "files"
+    files.mkdir(exist_ok=True)
+    (files / "check.py").write_text(CA_CHECK)
+    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", files / "leaf.key", "-out", tmp_path / "leaf.csr",
+            "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", tmp_path / "leaf.csr", "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+            "-CAserial", tmp_path / "ca.srl", "-out", files / "leaf.crt", "-days", "2",
+            "-extfile", tmp_path / "san.cnf")
+    monkeypatch.setenv(ca.ENV_HOST_CA_DIR, str(host_cas))
+    return ca_crt
+
+
+def test_the_host_ca_is_lent_to_the_build_and_never_baked_in(tiny: config.Config, throwaway_ca: Path) -> None:
+    assert ca.host_cas() == [throwaway_ca]
+    # Usable during the build: the state's fetch over TLS succeeded (else the bake fails),
+    # and the role's tests found its record, and a fresh container that no longer trusts it.
+    result = bake.bake(tiny, ["catrust"], force=True)[0]
+    assert result.tests.startswith("2 passed"), result.tests
+    # Never baked in: no file of the image holds a line of it, no link names it.
+    line = throwaway_ca.read_text().splitlines()[5]
+    script = (
+        f"grep -rlF '{line}' /etc /usr /var /root /srv /opt; "
+        "ls /usr/local/share/ca-certificates; find /etc/ssl/certs -lname '*workbench-build*'; echo done"
+    )
+    out = engine.client().containers.run(result.tag, ["sh", "-c", script], entrypoint=[], remove=True).decode()
+    assert out.split() == ["done"], f"the lent CA is in {result.tag}:\n{out}"
 
 
 # --- what a person sees of a failed bake -------------------------------------------------

@@ -6,6 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.config import small_config
 from workbench.build import aptcache, ca
 from workbench.core import run
@@ -45,6 +47,15 @@ def test_host_cas_are_copied_flat(tmp_path: Path) -> None:
     names = ca.copy_into(tmp_path / "out", src)
     assert names == ["corp-proxy.crt"]
     assert (tmp_path / "out" / "corp-proxy.crt").read_text() == "cert"
+
+
+def test_the_host_ca_directory_can_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ca.ENV_HOST_CA_DIR, raising=False)
+    assert ca.host_ca_dir() == ca.HOST_CA_DIR
+    (tmp_path / "lent.crt").write_text("cert")
+    monkeypatch.setenv(ca.ENV_HOST_CA_DIR, str(tmp_path))
+    assert ca.host_cas() == [tmp_path / "lent.crt"]
+    assert ca.copy_into(tmp_path / "out") == ["lent.crt"]
 
 
 def test_an_orphan_pid_file_naming_another_process_signals_nothing(tmp_path: Path) -> None:
