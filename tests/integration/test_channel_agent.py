@@ -1,4 +1,4 @@
-"""The channel the role tests' commands travel over, the readiness probe and the pytest plugin, run here.
+"""The channel the role tests' commands travel over, and the readiness probe, run here.
 
 The agent is the one a candidate runs, here started by this machine's python
 instead of `docker exec` or ssh; the probe is the one run inside a candidate.
@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import testinfra
 from testinfra.host import Host
 
 from tests.support.net import free_port
-from workbench.build import channel, testchannel, verify
+from workbench.build import testchannel, verify
 from workbench.build.channel import BOOTSTRAP, NO_COERCION, Channel, ChannelBroken
 from workbench.core.config import Role
 
@@ -189,19 +188,3 @@ def test_probe_waits_for_the_health_path_once_the_port_listens() -> None:
         server.shutdown()
         server.server_close()
         _Health.healthy = False
-
-
-# --- the pytest plugin ---------------------------------------------------------------------
-
-
-def test_the_plugin_names_each_failed_check_with_its_assertion(tmp_path: Path) -> None:
-    (tmp_path / "test_role.py").write_text(
-        "def test_good(host):\n    assert host.run('true').rc == 0\n\n"
-        "def test_bad(host):\n    assert host.run('echo real').stdout.strip() == 'expected'\n"
-    )
-    argv = [sys.executable, "-m", "pytest", "-p", channel.PLUGIN, "-p", "no:cacheprovider", "-q",
-            f"--rootdir={tmp_path}", f"--confcutdir={tmp_path}", "-o", "addopts=", "--hosts=local://", str(tmp_path)]
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith(channel.FAILED_CHECK)]
-    assert lines == ["failed check: test_role.py::test_bad[local]: AssertionError: assert 'real' == 'expected'"]

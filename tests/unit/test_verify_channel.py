@@ -1,6 +1,6 @@
 """The testinfra backends over a channel, and how the bake runs pytest with them (no program runs here).
 
-tests/integration/test_channel_agent.py runs the agent, the probe and the plugin.
+tests/integration/test_channel_agent.py runs the agent and the probe.
 """
 
 from __future__ import annotations

@@ -35,10 +35,6 @@ from workbench.core import run
 PLUGIN = "workbench.build.testchannel"
 DOCKER_SCHEME = "docker-channel"
 SSH_SCHEME = "ssh-channel"
-# How the plugin names each failed test at the end of the run, with its
-# assertion, so that a failed bake can say what failed in its own message:
-# `failed check: test_app.py::test_home_page: AssertionError: assert 502 == 200`
-FAILED_CHECK = "failed check:"
 
 # Read by `python3 -c` from the channel: the agent's length, then the agent.
 # Its own argv stays short and neutral: tests that grep `ps` must not find

@@ -15,7 +15,6 @@ code 255 does there); both over `workbench.build.channel`.
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import Any
 
@@ -25,15 +24,7 @@ from testinfra.backend.base import CommandResult
 from testinfra.backend.docker import DockerBackend
 from testinfra.backend.ssh import SshBackend
 
-from workbench.build.channel import (
-    DOCKER_SCHEME,
-    FAILED_CHECK,
-    SSH_SCHEME,
-    Channel,
-    ChannelBroken,
-    docker_argv,
-    ssh_argv,
-)
+from workbench.build.channel import DOCKER_SCHEME, SSH_SCHEME, Channel, ChannelBroken, docker_argv, ssh_argv
 
 # Every channel this session opened, closed when it ends.
 _channels: list[Channel] = []
@@ -100,13 +91,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     while _channels:
         _channels.pop().close()
 
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    # One line per failed test, its first line of error (pytest's own short
-    # summary cuts the message to the terminal's width, and the host id is long).
-    for kind in ("failed", "error"):
-        for report in terminalreporter.stats.get(kind, []):
-            crash = getattr(report.longrepr, "reprcrash", None)
-            said = crash.message.splitlines()[0] if crash is not None and crash.message else str(report.longrepr)
-            name = re.sub(r"(://[0-9a-f]{12})[0-9a-f]{52}", r"\1", report.nodeid)  # a container id, shortened
-            terminalreporter.write_line(f"{FAILED_CHECK} {name}{' (error)' if kind == 'error' else ''}: {said}")

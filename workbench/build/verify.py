@@ -21,13 +21,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.build import channel, vm
 from workbench.core import engine, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import CommandFailed, VerifyFailed
 
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
 READY_TIMEOUT = 90.0
+# ready_probe's exit code when the time is up (sys.exit with what is still missing).
+PROBE_TIMED_OUT = 1
 
 # pytest's last line: `============ 14 passed, 1 warning in 6.21s ============`
 _SUMMARY_RE = re.compile(r"^=+ (?P<summary>.*\d+ (?:passed|failed|error|errors|skipped).* in [\d.]+s.*?) =+$")
@@ -125,22 +131,14 @@ def verify_vm(
 def _run_tests(
     argv: list[str], config: Config, role: Role, on_line: Callable[[str], None], what: str, tail: Callable[[], str]
 ) -> str:
-    failures: list[str] = []
-
-    def line(text: str) -> None:
-        on_line(text)
-        if text.startswith(channel.FAILED_CHECK):
-            failures.append(text.removeprefix(channel.FAILED_CHECK).strip())
-
     try:
-        return run.stream(argv, on_line=line, cwd=config.root).stdout
+        return run.stream(argv, on_line=on_line, cwd=config.root).stdout
     except CommandFailed as exc:
         logs = tail()
-        failed = f"\n{_indent(chr(10).join(failures))}" if failures else ""
         hint = f"\n  last lines of the {what}:\n{_indent(logs)}" if logs else ""
         raise VerifyFailed(
             f"{role.name}: the candidate failed its tests ({role.tests_path}; its output is in the run log, "
-            f"pytest exit code {exc.returncode}){failed}{hint}"
+            f"pytest exit code {exc.returncode}){hint}"
         ) from None
 
 
@@ -214,9 +212,23 @@ def _wait_ready(container: object, role: Role, scope: str) -> None:
         code, output = -1, str(exc.explanation).encode()
     if code == 0:
         return
-    container.reload()
-    if container.status != "running":
-        progress.detail(f"[{scope}] the container stopped ({container.status}); running the tests anyway")
-        return
     said = output.decode(errors="replace").strip()
+    if code != PROBE_TIMED_OUT:
+        # The probe was cut short: its container is stopping (the engine may
+        # not say so yet), or python3 is missing.
+        if _stopped(container):
+            progress.detail(f"[{scope}] the container stopped ({container.status}); running the tests anyway")
+        else:
+            progress.detail(f"[{scope}] the readiness probe failed ({said or code}); running the tests")
+        return
     progress.detail(f"[{scope}] not ready after {READY_TIMEOUT:.0f}s ({said}); running the tests")
+
+
+def _stopped(container: Container, settle: float = 3.0) -> bool:
+    """Whether the container has stopped, giving the engine `settle` seconds to notice."""
+    deadline = time.monotonic() + settle
+    while True:
+        container.reload()
+        if container.status != "running" or time.monotonic() > deadline:
+            return bool(container.status != "running")
+        time.sleep(0.1)
