@@ -84,7 +84,10 @@ def test_promote_promote_rollback_history_diff(rel: tuple[wb_config.Config, Path
     ]
     assert history[2]["digest"] == first["digest"]
     assert history[2]["replaces"] == second["tag"]
-    assert health(config) == {"status": "ok", "role": "app", "release": history[2]["tag"],
+    # The first release was kept running as the warm standby: the rollback switched its
+    # instances back in, and they answer as the release they were started for.
+    assert (history[2]["path"], history[2]["runs"]) == ("warm", first["tag"])
+    assert health(config) == {"status": "ok", "role": "app", "release": first["tag"],
                               "version": str(first_bake.version), "environment": "staging"}
 
     diff = json.loads(fab("release.diff", first["tag"], second["tag"], "--json", config=path, check=True).stdout)
