@@ -3,7 +3,7 @@
 Software emulation is slow, so CI bakes one role, the base, and one failure
 that stops early (a state that fails, with no common states). Both bakes run
 in the background from the start of the session, under a prefix and state of
-their own (tests/e2e/qemu_background.py); these tests check their results.
+their own (tests/support/qemu_background.py); these tests check their results.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_listed_and_reused_when_nothing_changed(baked: dict[str, Any], qemu_conf
 
 
 def test_failed_provisioning_leaves_no_disk_and_no_vm(qemu_bakes: QemuBakes) -> None:
-    """`broken`: a role whose only state fails (tests/e2e/qemu_background.py makes its checkout)."""
+    """`broken`: a role whose only state fails (tests/support/qemu_background.py makes its checkout)."""
     proc = qemu_bakes.result("broken")
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "broken: Salt 1 state(s) failed" in proc.stderr, proc.stderr[-2000:]

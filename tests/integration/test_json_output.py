@@ -2,7 +2,7 @@
 
 A promote killed with -9 midway leaves an intent; the next read recovers it and
 says so on stderr, while its stdout still parses. Images are stand-ins
-(tests/integration/releasekit.py) under a prefix of their own.
+(tests/support/releasekit.py) under a prefix of their own.
 """
 
 from __future__ import annotations
