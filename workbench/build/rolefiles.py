@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -148,10 +149,16 @@ def _dirs_down(top: Path, bottom: Path) -> list[Path]:
     return dirs
 
 
+# CPython 3.11's parser is not safe from several threads at once (`--all` bakes roles in
+# threads): "SystemError: AST constructor recursion depth mismatch". One parse at a time.
+_PARSE_LOCK = threading.Lock()
+
+
 def _local_modules(path: Path, dirs: list[Path]) -> list[Path]:
     """The files of the modules `path` imports that live in `dirs` (or beside it), not installed ones."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        with _PARSE_LOCK:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError):
         return []  # a broken file is still an input; pytest will report it
     names: set[str] = set()
