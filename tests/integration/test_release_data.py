@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from tests.support.commands import fab
 from tests.support.config import REPO, config_data, write_config
+from tests.support.db import Writers
 from tests.support.net import free_port
 from tests.support.releasekit import assert_served, clean_environments, make_app, make_frontend, make_store
 from workbench.core import config as wb_config
@@ -32,31 +32,6 @@ from workbench.core import engine
 from workbench.core.errors import ConfigError, DeployFailed
 from workbench.release import docker, ledger, loadgen, target
 from workbench.release import releases as release
-
-
-class Writers:
-    """Polls the engine for running containers that mount `volume`; remembers the most seen at once."""
-
-    def __init__(self, volume: str) -> None:
-        self.volume = volume
-        self.most = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.most = max(self.most, len(engine.containers_using(self.volume)))
-            self.samples += 1
-            time.sleep(0.02)
-
-    def __enter__(self) -> Writers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Site:
