@@ -9,8 +9,15 @@ import time
 from workbench.core import run
 
 
+def _default_sigint() -> None:
+    # A shell cannot trap a signal that was ignored when it started, and a test session run
+    # in the background of a non-interactive shell (`make test &`) starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _group(script: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True, text=True, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True, text=True, stdout=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
