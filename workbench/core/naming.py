@@ -100,3 +100,8 @@ def host_name(role: str, environment: str, domain: str, variant: str | None = No
     """The name a host of `role` gets in `environment`: the inverse of `parse`."""
     head = role if variant is None else f"{role}-{variant}"
     return f"{head}.{environment}.{domain}"
+
+
+def data_slug(path: str) -> str:
+    """`/var/lib/mysql` -> `var-lib-mysql`: a data path as part of a volume or directory name."""
+    return "-".join(part for part in path.strip("/").split("/") if part) or "root"

@@ -24,6 +24,7 @@ from docker.models.containers import Container
 from workbench.build import images
 from workbench.core import engine, pools, progress
 from workbench.core.config import Config, Environment, Role
+from workbench.core.naming import data_slug
 from workbench.core.errors import DeployFailed
 from workbench.release.target import (
     ENV_LABEL,
@@ -34,7 +35,6 @@ from workbench.release.target import (
     DataVolume,
     Instance,
     Plan,
-    data_slug,
     environment_variables,
     probe,
     serves_frontend,

@@ -49,11 +49,6 @@ class DataVolume:
     size: int = -1  # bytes, -1 when the target cannot tell
 
 
-def data_slug(path: str) -> str:
-    """`/var/lib/mysql` -> `var-lib-mysql`: a data path as part of a volume name."""
-    return "-".join(part for part in path.strip("/").split("/") if part) or "root"
-
-
 @dataclass(frozen=True)
 class Member:
     """One member of a pool the workbench deploys (`[pools.<p>] deployed`): an instance with its own data.
