@@ -52,6 +52,8 @@ def test_full_mode_config(netboot_inv: inventory.Inventory, tmp_path: Path) -> N
     assert "dhcp-boot=tag:ipxe,tag:hv1,http://10.77.0.1:8080/boot/hv1.ipxe" in lines
     assert "dhcp-boot=tag:ipxe,tag:!known,http://10.77.0.1:8080/boot/menu.ipxe" in lines
     assert "local=/lab.wpdn/" in lines and "no-resolv" in lines
+    # The cloud's servers are Neutron's to answer (workbench.cloud).
+    assert "dhcp-host=fa:16:3e:*:*:*,ignore" in lines
 
 
 def test_proxy_mode_config(netboot_cfg: wb_config.Config, netboot_inv: inventory.Inventory, tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ class Plan:
     lan: bool = False
 
 
+# Every port Neutron makes has a MAC of its default base_mac, fa:16:3e.
+NEUTRON_MACS = "fa:16:3e:*:*:*"
+
+
 def config_text(inv: Inventory, plan: Plan) -> str:
     """The dnsmasq configuration for `inv`, full or proxy DHCP as the inventory says."""
     net = inv.network
@@ -73,6 +77,9 @@ def config_text(inv: Inventory, plan: Plan) -> str:
         lines.append(f"ra-param={plan.interface},0,0")
     for node in inv.nodes:
         lines.append(f"host-record={node.name},{node.short},{node.address}")
+    # OpenStack's servers (Neutron's MAC prefix) get their addresses from Neutron's DHCP on the
+    # same LAN (workbench.cloud): the node never answers them, in either mode.
+    lines.append(f"dhcp-host={NEUTRON_MACS},ignore")
     lines += _full(inv) if net.mode == "full" else _proxy(inv)
     return "\n".join(lines) + "\n"
 
