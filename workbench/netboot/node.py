@@ -46,6 +46,21 @@ def node_dir(config: Config) -> Path:
     return config.state_dir / "netboot" / "node"
 
 
+def http_root(config: Config) -> Path:
+    """What the node's HTTP server serves: boot/ and live/ (rewritten at each start), cloud/."""
+    return node_dir(config) / "http"
+
+
+def cloud_config_dir(config: Config) -> Path:
+    """Where the cloud (`fab cloud.up`) leaves each node's configuration, `<name>.json`.
+
+    The node serves `cloud/<name>.json` only to the address the inventory reserves for
+    `<name>` (httpserve); a node start rewrites boot/ and live/ but leaves this directory
+    and its files alone. The files hold secrets: write them 0600.
+    """
+    return http_root(config) / httpserve.CLOUD
+
+
 def _state_file(config: Config) -> Path:
     return node_dir(config) / "node.json"
 
@@ -83,8 +98,14 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None, inter
     state.mkdir(parents=True, exist_ok=True)
     inv.export.mkdir(parents=True, exist_ok=True)
     _reset(state)
-    http_root = state / "http"
-    boot.write_tree(inv, live, http_root)
+    root = http_root(config)
+    boot.write_tree(inv, live, root)
+    # The cloud's per-node files: kept from run to run, readable by root only.
+    cloud_config_dir(config).mkdir(exist_ok=True)
+    cloud_config_dir(config).chmod(0o700)
+    # Who may fetch which cloud/<name>.json: each node's reserved address, from the inventory.
+    clients = state / "cloud-clients.json"
+    clients.write_text(json.dumps({n.name: n.address for n in inv.nodes}, indent=2, sort_keys=True))
     net = inv.network
     with ExitStack() as stack:
         lab = stack.enter_context(netns.lab(name, net.server, net.prefixlen))
@@ -92,7 +113,7 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None, inter
         if interface:
             stack.callback(uplink.detach, lab)
             lan = uplink.attach(lab, interface)
-        http = stack.enter_context(httpserve.serving(http_root, net.server, net.http_port, state, lab.name))
+        http = stack.enter_context(httpserve.serving(root, net.server, net.http_port, state, lab.name, clients=clients))
         share = nfs.Plan(net.server, inv.export, state / "nfs")
         persist = stack.enter_context(nfs.serving(share, net.subnet, lab.name))
         plan = dnsmasq.Plan(

@@ -1,7 +1,10 @@
 """Per-node boot timelines from the node's logs: where a boot got to, and when.
 
 Sources: dnsmasq's log (DHCP offer/ack, TFTP of the iPXE loader), the HTTP
-request log (iPXE script, kernel, initrd, root image) and the report-back.
+request log (iPXE script, kernel, initrd, root image) and the report-back. A node
+with a cloud has a `cloud` part besides its stages: when it fetched its cloud
+configuration (or was refused it) and how far workbench-cloud got, from the
+update of its report.
 In proxy mode the node gives no addresses: its offer is the PXE boot offer it
 adds to the router's, and a machine's address is learned from the DHCP logs, the
 iPXE script it fetched and its report (which names its MAC). The router's offer
@@ -31,6 +34,8 @@ class Timeline:
     # When each HTTP fetch began (events hold when it ended): a fetch's own time.
     requested: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] | None = None
+    # The cloud configuration's fetch: when it answered, with which status (200, 403, 404).
+    cloud_fetch: tuple[float, int] | None = None
 
     def mark(self, stage: str, when: float, began: float | None = None) -> None:
         # The first time counts: later DHCP rounds (initramfs, userspace) do not move the start.
@@ -44,6 +49,22 @@ class Timeline:
         reached = [s for s in STAGES if s in self.events]
         return reached[-1] if reached else "nothing yet"
 
+    def cloud(self, start: float | None) -> dict[str, Any] | None:
+        """The cloud part: {"fetched": +s, "status": 200, "state": "started", "updated": +s}, or None."""
+        reported = (self.report or {}).get("cloud")
+        if self.cloud_fetch is None and not reported:
+            return None
+        origin = start or 0.0
+        out: dict[str, Any] = {}
+        if self.cloud_fetch is not None:
+            out["fetched"] = round(self.cloud_fetch[0] - origin, 2)
+            out["status"] = self.cloud_fetch[1]
+        if isinstance(reported, dict):
+            out["state"] = reported.get("state", "")
+            if self.report and "updated" in self.report:
+                out["updated"] = round(self.report["updated"] - origin, 2)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         start = min(self.events.values()) if self.events else None
         return {
@@ -54,6 +75,7 @@ class Timeline:
             "events": {s: round(self.events[s] - start, 2) for s in STAGES if s in self.events and start is not None},
             "started": start,
             "report": self.report,
+            "cloud": self.cloud(start),
         }
 
 
@@ -88,6 +110,10 @@ def build(inv: Inventory, state: Path) -> list[Timeline]:
             line.mark("ipxe loader", when)
     for entry in requests:
         line = by_ip.get(entry["client"])
+        if line is not None and entry["path"].startswith(f"/{httpserve.CLOUD}/"):
+            # The last fetch counts: a reboot asks again.
+            line.cloud_fetch = (entry["end"], entry["status"])
+            continue
         if line is None or entry["status"] not in (200, 204):
             continue
         stage = _http_stage(entry["path"])
@@ -149,4 +175,9 @@ def render(timelines: list[Timeline]) -> str:
             out.append(f"    {stage:<12} {'-' if seconds is None else f'+{seconds:.1f}s'}")
         if t.report:
             out.append(f"    report: name {t.report.get('name')!r}, role {t.report.get('role')!r}")
+        cloud = data["cloud"]
+        if cloud:
+            fetched = f"configuration +{cloud['fetched']:.1f}s ({cloud['status']})" if "fetched" in cloud else ""
+            state = f"{cloud['state']} +{cloud['updated']:.1f}s" if "updated" in cloud else cloud.get("state", "")
+            out.append(f"    cloud: {', '.join(x for x in (fetched, state) if x)}")
     return "\n".join(out)
