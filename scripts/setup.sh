@@ -28,6 +28,7 @@ PACKAGES=(
     squashfs-tools          # the live image's root filesystem
     nfs-ganesha nfs-ganesha-vfs  # the nodes' persistence (NFSv4 in userspace: no nfsd in this kernel)
     ovmf                    # UEFI firmware for the netboot test's UEFI VM
+    busybox-static e2fsprogs  # the cloud's smoke-test server image, made here (fab cloud.test)
     iproute2 git make curl ca-certificates openssh-client
     python3 python3-venv
 )

@@ -519,6 +519,81 @@ def netboot_test(c, node="", inventory="", firmware="bios", dhcp_mode="", json=F
 netboot_ns = Collection("netboot", netboot_build, netboot_serve, netboot_status, netboot_stop, netboot_test)
 
 
+# --- cloud ----------------------------------------------------------------------
+
+_CLOUD_INVENTORY_HELP = "the lab's inventory (default: [cloud] inventory)"
+
+
+@wb(logged=True, name="up", help={
+    "inventory": _CLOUD_INVENTORY_HELP,
+    "vms": "also boot the first N hypervisors of the inventory as qemu VMs on this machine (default: 0, real PCs)",
+    "json": "print the result as JSON",
+})
+def cloud_up(c, inventory="", vms=0, json=False):
+    """Bring up the homelab OpenStack: the networking node, the controller (baked if needed), the hypervisors."""
+    from workbench.cloud import cloud
+
+    result = cloud.up(_config(), inventory, vms=int(vms))
+    if json:
+        _print_json(result.to_dict())
+        return
+    print(result.summary())
+
+
+@wb(name="status", help={"inventory": _CLOUD_INVENTORY_HELP, "json": "print JSON"})
+def cloud_status(c, inventory="", json=False):
+    """Show the node, the controller and each of its services, the hypervisors and their free capacity."""
+    from workbench.cloud import cloud
+
+    found = cloud.status(_config(), inventory)
+    if json:
+        _print_json(found.to_dict())
+        return
+    print(found.render())
+
+
+@wb(name="openrc", help={"member": "as the lab project's member user instead of the admin",
+                         "inventory": _CLOUD_INVENTORY_HELP})
+def cloud_openrc(c, member=False, inventory=""):
+    """Print the variables `openstack` needs: eval "$(fab cloud.openrc)" && openstack server list."""
+    import shlex
+
+    from workbench.cloud import cloud
+
+    for name, value in cloud.openrc(_config(), member=member, inventory=inventory).items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+@wb(name="down", help={"purge": "also delete the cloud's databases, images, keys and passwords",
+                       "json": "print JSON"})
+def cloud_down(c, purge=False, json=False):
+    """Stop the controller and the networking node; the cloud's data stays unless --purge."""
+    from workbench.cloud import cloud
+
+    result = cloud.down(_config(), purge=purge)
+    if json:
+        _print_json(result.to_dict())
+        return
+    print("\n".join(result.done) if result.done else "cloud: nothing was running")
+    for item in result.purged:
+        print(f"deleted {item}")
+
+
+@wb(logged=True, name="test", help={"inventory": _CLOUD_INVENTORY_HELP, "json": "print the result as JSON"})
+def cloud_test(c, inventory="", json=False):
+    """Boot a server from an image made here on a netbooted hypervisor, check it answers, delete it."""
+    from workbench.cloud import cloud
+
+    result = cloud.smoke_test(_config(), inventory)
+    if json:
+        _print_json(result.to_dict())
+        return
+    print(result.summary())
+
+
+cloud_ns = Collection("cloud", cloud_up, cloud_status, cloud_openrc, cloud_test, cloud_down)
+
+
 # --- sandbox --------------------------------------------------------------------
 
 _SANDBOX_HELP = {"role": "a role or a sandbox name, e.g. app or app.sandbox.wpdn (default: [workbench] default_role)"}
@@ -974,6 +1049,7 @@ image_ns = Collection("image", base, image_bake, image_list, image_prune)
 
 ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, release_ns, registry_ns, db_ns)
 ns.add_collection(netboot_ns)
+ns.add_collection(cloud_ns)
 ns.add_collection(sandbox_ns)
 ns.add_task(demo)
 ns.add_task(status)

@@ -9,6 +9,7 @@ from them, so the two cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -25,6 +26,15 @@ ENV_CONFIG = "WORKBENCH_CONFIG"
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*$")
 VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Linux capabilities by Docker's names (capabilities(7) without `CAP_`), for `[roles.<r>] capabilities`.
+CAPABILITIES = frozenset({
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
+    "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
+    "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST",
+    "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT",
+    "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "WAKE_ALARM",
+})
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
@@ -170,6 +180,22 @@ class Role:
         "accounts and replication (needs `data`); empty: none.",
         choices=("", "mariadb"),
     )
+    capabilities: tuple[str, ...] = setting(
+        [],
+        "Linux capabilities the role's containers get beyond Docker's defaults (`NET_ADMIN`, without `CAP_`), "
+        "in verification and on the Docker deploy target; the controller's neutron agents need "
+        "NET_ADMIN, SYS_ADMIN, DAC_READ_SEARCH and SYS_PTRACE.",
+    )
+    verify_environment: tuple[str, ...] = setting(
+        [],
+        "`KEY=VALUE` settings given to the candidate's container in verification only "
+        "(`WORKBENCH_CLOUD_THROWAWAY=1`).",
+    )
+    start_timeout: int = setting(
+        0,
+        "Seconds verification waits for the candidate's ports to listen and its health path to answer "
+        "before it runs the tests anyway (0: the default, 90).",
+    )
 
     @property
     def state_list(self) -> tuple[str, ...]:
@@ -240,6 +266,42 @@ class SandboxSettings:
     )
 
 
+@dataclass(frozen=True)
+class CloudSettings:
+    """`[cloud]`: the homelab OpenStack (`fab cloud.up`): a controller container on the lab LAN of the inventory."""
+
+    inventory: str = setting("netboot/inventory.toml", "The lab's inventory: its network, node and hypervisors.")
+    controller_address: str = setting(
+        "10.77.0.2",
+        "The controller's address on the lab LAN: inside the inventory's subnet, outside its `dhcp_range`, "
+        "not the node's nor a node's reservation.",
+    )
+    public_port_offset: int = setting(
+        20000,
+        "The host reaches each API on 127.0.0.1 at its port plus this (keystone 5000 on 25000, glance 9292 on "
+        "29292, placement 8778, nova 8774, neutron 9696): the catalogue's public endpoints.",
+    )
+    provider_pool: tuple[str, ...] = setting(
+        ["10.77.0.200", "10.77.0.239"],
+        "First and last address Neutron's DHCP gives servers on the flat provider network (the lab LAN): "
+        "outside the node's `dhcp_range` and, in proxy mode, outside the home router's pool.",
+    )
+    virt_type: str = setting(
+        "lxc",
+        "How hypervisors run servers: `kvm` on real PCs; `qemu` (software emulation) or `lxc` (libvirt's "
+        "container driver) in VMs without nested virtualisation.",
+        choices=("kvm", "qemu", "lxc"),
+    )
+    region: str = setting("RegionOne", "The region name in the catalogue.")
+    workers: int = setting(2, "Worker processes per API service (each costs about 100 MiB).")
+    project: str = setting("lab", "The non-admin project (and user of the same name) a new cloud gets.")
+    vm_memory: int = setting(
+        4096,
+        "MiB of memory of each hypervisor VM `fab cloud.up --vms N` boots: the live image lives in RAM, then "
+        "libvirt, nova-compute, the agent and a guest.",
+    )
+
+
 DEFAULT_ENVIRONMENTS = ("sandbox", "staging", "production")
 
 _SECTIONS: dict[str, type] = {
@@ -250,6 +312,7 @@ _SECTIONS: dict[str, type] = {
     "builder": BuilderSettings,
     "watch": WatchSettings,
     "sandbox": SandboxSettings,
+    "cloud": CloudSettings,
 }
 _TABLES: dict[str, type] = {"environments": Environment, "roles": Role, "pools": Pool}
 
@@ -268,6 +331,7 @@ class Config:
     roles: Mapping[str, Role]
     watch: WatchSettings = field(default_factory=WatchSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    cloud: CloudSettings = field(default_factory=CloudSettings)
     pools: Mapping[str, Pool] = field(default_factory=dict)
 
     @property
@@ -464,6 +528,23 @@ def _cross_checks(config: Config) -> list[str]:
             elif data.rstrip("/") in seen_data:
                 problems.append(f"[roles.{role.name}] data: {data!r} is listed twice")
             seen_data.add(data.rstrip("/"))
+        for capability in role.capabilities:
+            if capability not in CAPABILITIES:
+                problems.append(
+                    f"[roles.{role.name}] capabilities: {capability!r} is not a Linux capability "
+                    f"(one of {', '.join(sorted(CAPABILITIES))}; without `CAP_`)"
+                )
+        for assignment in role.verify_environment:
+            key, sep, _ = assignment.partition("=")
+            if not sep or not VARIABLE_RE.match(key):
+                problems.append(
+                    f"[roles.{role.name}] verify_environment: {assignment!r} is not KEY=VALUE "
+                    "(KEY an environment variable name)"
+                )
+        if not 0 <= role.start_timeout <= 3600:
+            problems.append(
+                f"[roles.{role.name}] start_timeout = {role.start_timeout}: give 1 to 3600 seconds (0: the default)"
+            )
         if role.dbms and not role.data:
             problems.append(f"[roles.{role.name}] dbms = {role.dbms!r}: a database role needs `data` (its data path)")
         for formula in role.formulas:
@@ -502,6 +583,32 @@ def _cross_checks(config: Config) -> list[str]:
         if not 0 < port < 65536:
             problems.append(f"[{port_name}] port = {port}: not a TCP port")
     problems.extend(_operations_checks(config))
+    problems.extend(_cloud_checks(config.cloud))
+    return problems
+
+
+def _cloud_checks(cloud: CloudSettings) -> list[str]:
+    """What [cloud] says on its own; what it says about the inventory's lab is checked with the inventory."""
+    problems: list[str] = []
+    for key, value in (("controller_address", cloud.controller_address), *(("provider_pool", a) for a in cloud.provider_pool)):
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            problems.append(f"[cloud] {key}: {value!r} is not an IPv4 address")
+    if len(cloud.provider_pool) != 2:
+        problems.append(f"[cloud] provider_pool = {list(cloud.provider_pool)!r}: give the first and the last address")
+    if not 1024 <= cloud.public_port_offset <= 65535 - 9696:
+        problems.append(f"[cloud] public_port_offset = {cloud.public_port_offset}: between 1024 and {65535 - 9696}, "
+                        "so that every API's port plus it is a TCP port")
+    if not 1 <= cloud.workers <= 16:
+        problems.append(f"[cloud] workers = {cloud.workers}: between 1 and 16 per API")
+    if cloud.vm_memory < 2048:
+        problems.append(f"[cloud] vm_memory = {cloud.vm_memory}: at least 2048 (MiB): the live image and the "
+                        "compute services need that before any guest")
+    if not NAME_RE.match(cloud.project):
+        problems.append(f"[cloud] project = {cloud.project!r}: lower-case letters and digits, starting with a letter")
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", cloud.region):
+        problems.append(f"[cloud] region = {cloud.region!r}: letters, digits, '-' or '_', starting with a letter")
     return problems
 
 

@@ -95,3 +95,7 @@ class SandboxError(WorkbenchError):
 
 class NetbootError(WorkbenchError):
     """The networking node or the netboot artifacts failed."""
+
+
+class CloudError(WorkbenchError):
+    """The homelab cloud cannot be brought up, reached or torn down."""

@@ -133,6 +133,28 @@ def host(lab: Lab, name: str, address: str, prefixlen: int) -> Iterator[Host]:
         remove(name)
 
 
+def connect_pid(lab: Lab, pid: int, port: str, interface: str, address: str, prefixlen: int) -> None:
+    """Wire the network namespace of process `pid` (a container's) to the lab's bridge.
+
+    A veth pair: `port` on the bridge, `interface` holding `address` in the
+    process's namespace. Replaces a `port` left by an earlier container.
+    """
+    if run.capture(["ip", "-n", lab.name, "link", "show", port], check=False).returncode == 0:
+        _ip("link", "delete", port, netns=lab.name)
+    _ip("link", "add", port, "type", "veth", "peer", "name", interface, "netns", str(pid), netns=lab.name)
+    _ip("link", "set", port, "master", lab.bridge, netns=lab.name)
+    _ip("link", "set", port, "up", netns=lab.name)
+    inside = ["nsenter", "-t", str(pid), "-n", "ip"]
+    run.capture([*inside, "addr", "replace", f"{address}/{prefixlen}", "dev", interface])
+    run.capture([*inside, "link", "set", interface, "up"])
+
+
+def has_interface(pid: int, interface: str) -> bool:
+    """Does process `pid`'s network namespace hold `interface`?"""
+    found = run.capture(["nsenter", "-t", str(pid), "-n", "ip", "link", "show", interface], check=False)
+    return found.returncode == 0
+
+
 def remove(name: str) -> bool:
     """Delete the namespace (its bridge, taps and veths go with it); False if there was none.
 

@@ -1,0 +1,158 @@
+"""The homelab cloud: `fab cloud.up` from the session's state, the real controller image, the real APIs.
+
+One cloud for the module (its first start makes the databases: minutes on 2
+cores): the networking node in the session's namespace, the controller baked
+from salt/controller (a cache hit when tests/e2e/test_bake.py baked it first),
+on loopback ports no one else uses. The tests read it through `fab` and the
+`openstack` command, as a user would; the last one restarts it on its data.
+Everything goes at the end, data and passwords too (`cloud.down --purge`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.commands import fab
+from tests.support.config import REPO, config_data, write_config
+from workbench.cloud import controller, lab
+from workbench.core import config as wb_config
+from workbench.core import engine
+from workbench.netboot import netns
+
+pytestmark = pytest.mark.e2e
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_offset() -> int:
+    """A `[cloud] public_port_offset` whose every API port is free on loopback."""
+    for _ in range(200):
+        offset = random.randrange(20000, 65535 - max(lab.APIS.values()))
+        if all(_free(port + offset) for port in lab.APIS.values()):
+            return offset
+    raise AssertionError("no free set of ports for the cloud's APIs")
+
+
+def json_of(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(proc.stdout)
+
+
+def openstack(config: Path, *args: str, member: bool = False) -> Any:
+    """The `openstack` command from a shell that ran `eval "$(fab cloud.openrc)"`."""
+    openrc = f"{REPO}/.venv/bin/fab cloud.openrc" + (" --member" if member else "")
+    script = f'set -e; eval "$({openrc})"; openstack "$@" -f json'
+    env = {**os.environ, wb_config.ENV_CONFIG: str(config), "PATH": f"{REPO}/.venv/bin:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", script, "openstack", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"openstack {' '.join(args)}: {proc.stderr[-3000:]}"
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def cloud_config(wb_prefix: str, wb_state: Path, base_image: Any) -> Path:
+    """The session's configuration (its prefix, state and live image), the APIs on free ports."""
+    return write_config(wb_state / "cloud.toml",
+                        config_data(wb_prefix, wb_state, cloud={"public_port_offset": free_offset()}))
+
+
+@pytest.fixture(scope="module")
+def cloud_up(cloud_config: Path) -> Iterator[dict[str, Any]]:
+    try:
+        yield json_of(fab("cloud.up", "--json", config=cloud_config, timeout=2400))
+    finally:
+        fab("cloud.down", "--purge", config=cloud_config, timeout=300)
+
+
+def test_a_taken_port_is_one_error_and_leaves_nothing_running(cloud_config: Path) -> None:
+    config = wb_config.load(cloud_config)
+    port = lab.APIS["image"] + config.cloud.public_port_offset
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        proc = fab("cloud.up", config=cloud_config, timeout=2400)
+    assert proc.returncode != 0
+    assert f"port 127.0.0.1:{port} (the image API's public endpoint) is taken" in proc.stderr
+    assert "public_port_offset" in proc.stderr
+    assert controller.find(config) is None
+    assert not netns.exists(netns.namespace_name(config.prefix))
+
+
+def test_up_brings_a_working_controller(cloud_up: dict[str, Any], cloud_config: Path) -> None:
+    assert cloud_up["controller_started"] is True and cloud_up["changed"] is True
+    assert set(cloud_up["readiness"]) == {"token", "image", "placement", "compute", "network"}
+    made = " ".join(cloud_up["made"])
+    for thing in ("flavor lab.tiny", "project lab", "user lab", "network provider", "subnet provider-v4",
+                  "SSH into lab", "ping into lab"):
+        assert thing in made, made
+    status = json_of(fab("cloud.status", "--json", config=cloud_config))
+    assert status["node"] is True and status["answering"] is True
+    assert status["controller"]["running"] is True
+    assert {s["name"] for s in status["compute"] if s["up"]} >= {"nova-conductor", "nova-scheduler"}
+    assert {s["name"] for s in status["agents"] if s["up"]} >= {"Linux bridge agent", "DHCP agent", "Metadata agent"}
+    assert [h["name"] for h in status["hypervisors"]] == ["hv1.lab.wpdn", "hv2.lab.wpdn"]
+
+
+def test_openstack_cli_works_from_the_host_shell(cloud_up: dict[str, Any], cloud_config: Path) -> None:
+    config = wb_config.load(cloud_config)
+    endpoints = openstack(cloud_config, "endpoint", "list", "--interface", "public")
+    urls = {e["Service Type"]: e["URL"] for e in endpoints}
+    assert urls["identity"] == f"http://127.0.0.1:{5000 + config.cloud.public_port_offset}/v3"
+    assert set(urls) >= {"identity", "image", "placement", "compute", "network"}
+    internal = openstack(cloud_config, "endpoint", "list", "--interface", "internal")
+    assert all(e["URL"].startswith(f"http://{config.cloud.controller_address}:") for e in internal)
+    flavors = {f["Name"]: f for f in openstack(cloud_config, "flavor", "list")}
+    assert flavors["lab.tiny"]["RAM"] == 128
+    subnet = openstack(cloud_config, "subnet", "show", "provider-v4")
+    assert subnet["cidr"] == "10.77.0.0/24"
+    assert subnet["allocation_pools"] == [{"start": "10.77.0.200", "end": "10.77.0.239"}]
+    # The member user sees the shared provider network and its own group's SSH and ping rules.
+    assert "provider" in {n["Name"] for n in openstack(cloud_config, "network", "list", member=True)}
+    rules = openstack(cloud_config, "security", "group", "rule", "list", "default", member=True)
+    assert {(r["IP Protocol"], r["Port Range"]) for r in rules if r["Direction"] == "ingress"} >= {
+        ("tcp", "22:22"), ("icmp", "")}
+
+
+def test_no_secret_in_the_image_and_settings_private(cloud_up: dict[str, Any], cloud_config: Path) -> None:
+    config = wb_config.load(cloud_config)
+    keys = json.loads((config.state_dir / "cloud" / "secrets.json").read_text())["passwords"]
+    settings = controller.controller_dir(config) / "etc" / controller.SETTINGS_FILE
+    assert oct(settings.stat().st_mode & 0o777) == "0o600"
+    image = engine.client().images.get(cloud_up["controller_image"])
+    history = json.dumps(image.history()) + json.dumps(image.attrs["Config"])
+    assert keys["admin"] not in history and keys["rabbitmq"] not in history
+
+
+def test_second_up_changes_nothing_and_a_restart_keeps_the_data(cloud_up: dict[str, Any], cloud_config: Path) -> None:
+    config = wb_config.load(cloud_config)
+    before = controller.find(config)
+    assert before is not None
+    again = json_of(fab("cloud.up", "--json", config=cloud_config, timeout=600))
+    assert again["changed"] is False and again["made"] == []
+    after = controller.find(config)
+    assert after is not None and after.id == before.id
+    # Something of the cloud's own: down keeps it, the next up (a new container) finds it.
+    openstack(cloud_config, "project", "create", "kept", "--description", "made before a restart")
+    down = fab("cloud.down", config=cloud_config, timeout=300)
+    assert down.returncode == 0 and "its data is kept" in down.stdout
+    assert controller.find(config) is None
+    restarted = json_of(fab("cloud.up", "--json", config=cloud_config, timeout=1800))
+    assert restarted["controller_started"] is True and restarted["made"] == []
+    assert openstack(cloud_config, "project", "show", "kept")["description"] == "made before a restart"

@@ -1,0 +1,352 @@
+"""The cloud's API, through openstacksdk: readiness, what a new cloud has, what runs.
+
+Only this module speaks OpenStack. It reaches the controller on its public
+endpoints (127.0.0.1 plus `[cloud] public_port_offset`), as `openstack` on the
+host does with `fab cloud.openrc`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import keystoneauth1.exceptions
+import openstack
+import openstack.exceptions
+from openstack.connection import Connection
+from openstack.identity.v3._proxy import Proxy as IdentityV3
+
+from workbench.cloud.lab import PHYSNET, CloudPlan
+from workbench.cloud.secrets import CloudSecrets
+from workbench.core import progress
+from workbench.core.errors import CloudError
+
+DOMAIN = "Default"
+MEMBER_ROLE = "member"
+PROVIDER_NETWORK = "provider"
+PROVIDER_SUBNET = "provider-v4"
+# Sized for hypervisors of a few GiB running under software emulation.
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    vcpus: int
+    ram: int  # MiB
+    disk: int  # GiB
+
+
+FLAVORS = (Flavor("lab.tiny", 1, 128, 1), Flavor("lab.small", 1, 512, 2))
+# The compute services and network agents a working controller runs.
+CONTROLLER_SERVICES = ("nova-conductor", "nova-scheduler")
+CONTROLLER_AGENTS = ("Linux bridge agent", "DHCP agent", "Metadata agent")
+# Errors that mean "not answering yet" while the controller starts.
+NOT_YET: tuple[type[Exception], ...] = (
+    keystoneauth1.exceptions.ClientException,
+    openstack.exceptions.SDKException,
+    ConnectionError,
+)
+
+
+def connect(plan: CloudPlan, secrets: CloudSecrets, *, member: bool = False, project: str = "lab") -> Connection:
+    """A session as the cloud's admin (or as the member user of the lab project)."""
+    user, password, scope = (project, secrets["member"], project) if member else ("admin", secrets["admin"], "admin")
+    return openstack.connection.Connection(
+        auth_url=plan.auth_url,
+        username=user,
+        password=password,
+        project_name=scope,
+        user_domain_name=DOMAIN,
+        project_domain_name=DOMAIN,
+        region_name=plan.region,
+        interface="public",
+        identity_api_version="3",
+        load_yaml_config=False,
+        load_envvars=False,
+        api_timeout=30,
+    )
+
+
+def openrc(plan: CloudPlan, secrets: CloudSecrets, *, member: bool = False, project: str = "lab") -> dict[str, str]:
+    """The variables `openstack` (python-openstackclient) needs on the host."""
+    user, password, scope = (project, secrets["member"], project) if member else ("admin", secrets["admin"], "admin")
+    return {
+        "OS_AUTH_URL": plan.auth_url,
+        "OS_IDENTITY_API_VERSION": "3",
+        "OS_USERNAME": user,
+        "OS_PASSWORD": password,
+        "OS_PROJECT_NAME": scope,
+        "OS_USER_DOMAIN_NAME": DOMAIN,
+        "OS_PROJECT_DOMAIN_NAME": DOMAIN,
+        "OS_REGION_NAME": plan.region,
+        "OS_INTERFACE": "public",
+    }
+
+
+# --- readiness ----------------------------------------------------------------
+
+
+@dataclass
+class Readiness:
+    """When each part of a starting controller first answered, in seconds from the wait's start."""
+
+    seen: dict[str, float] = field(default_factory=dict)
+    missing: str = "nothing answered yet"
+
+
+def wait_ready(
+    conn: Connection, timeout: float, failed: Callable[[], str | None], scope: str = "cloud controller"
+) -> Readiness:
+    """Return once keystone issues tokens, the APIs answer, nova's conductor and scheduler are up and
+    neutron's agents alive; CloudError after `timeout` or as soon as `failed()` says why it cannot."""
+    start = time.monotonic()
+    ready = Readiness()
+    checks: list[tuple[str, Callable[[], str | None]]] = [
+        ("token", lambda: None if conn.authorize() else "no token"),
+        ("image", lambda: _answers(lambda: list(conn.image.images(limit=1)))),
+        ("placement", lambda: _answers(lambda: list(conn.placement.resource_providers()))),
+        ("compute", lambda: _missing_services(conn)),
+        ("network", lambda: _missing_agents(conn)),
+    ]
+    pending = list(checks)
+    while pending:
+        why = failed()
+        if why:
+            raise CloudError(f"{scope}: {why}")
+        name, check = pending[0]
+        try:
+            missing = check()
+        except NOT_YET as exc:
+            missing = f"{name}: {short_error(exc)}"
+        if missing is None:
+            ready.seen[name] = time.monotonic() - start
+            progress.step(scope, f"{name} ready after {ready.seen[name]:.0f}s")
+            pending.pop(0)
+            continue
+        ready.missing = missing
+        if time.monotonic() - start > timeout:
+            raise CloudError(f"{scope}: not ready after {timeout:.0f}s: {missing}")
+        time.sleep(2.0)
+    return ready
+
+
+def _answers(call: Callable[[], Any]) -> str | None:
+    call()
+    return None
+
+
+def _missing_services(conn: Connection) -> str | None:
+    up = {s.binary for s in conn.compute.services() if s.state == "up"}
+    missing = [name for name in CONTROLLER_SERVICES if name not in up]
+    return f"nova services not up: {', '.join(missing)}" if missing else None
+
+
+def _missing_agents(conn: Connection) -> str | None:
+    alive = {a.agent_type for a in conn.network.agents() if a.is_alive}
+    missing = [name for name in CONTROLLER_AGENTS if name not in alive]
+    return f"neutron agents not alive: {', '.join(missing)}" if missing else None
+
+
+def short_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+# --- what a new cloud has -------------------------------------------------------
+
+
+def ensure_defaults(conn: Connection, plan: CloudPlan, secrets: CloudSecrets, project_name: str) -> list[str]:
+    """Flavors, a member project and user, SSH and ping allowed, the provider network; what was made now."""
+    made: list[str] = []
+    for flavor in FLAVORS:
+        if conn.compute.find_flavor(flavor.name) is None:
+            conn.compute.create_flavor(name=flavor.name, vcpus=flavor.vcpus, ram=flavor.ram, disk=flavor.disk,
+                                       is_public=True)
+            made.append(f"flavor {flavor.name} ({flavor.vcpus} vCPU, {flavor.ram} MiB, {flavor.disk} GiB)")
+    identity = cast(IdentityV3, conn.identity)  # identity_api_version = 3 (connect)
+    domain = identity.find_domain(DOMAIN)
+    if domain is None:
+        raise CloudError("keystone has no Default domain: the controller's bootstrap did not run")
+    project = identity.find_project(project_name, domain_id=domain.id)
+    if project is None:
+        project = identity.create_project(name=project_name, domain_id=domain.id,
+                                               description="The lab's project (fab cloud.up)")
+        made.append(f"project {project_name}")
+    user = identity.find_user(project_name, domain_id=domain.id)
+    if user is None:
+        user = identity.create_user(name=project_name, password=secrets["member"], domain_id=domain.id,
+                                         default_project_id=project.id)
+        made.append(f"user {project_name}")
+    role = identity.find_role(MEMBER_ROLE)
+    if role is None:
+        raise CloudError(f"keystone has no {MEMBER_ROLE!r} role: the controller's bootstrap did not run")
+    if not identity.validate_user_has_project_role(project, user, role):
+        identity.assign_project_role_to_user(project, user, role)
+        made.append(f"role {MEMBER_ROLE} of {project_name} in {project_name}")
+    made += _provider_network(conn, plan)
+    made += _security_rules(plan, secrets, project_name)
+    return made
+
+
+def _provider_network(conn: Connection, plan: CloudPlan) -> list[str]:
+    made: list[str] = []
+    net = plan.inventory.network
+    network = conn.network.find_network(PROVIDER_NETWORK)
+    if network is None:
+        network = conn.network.create_network(
+            name=PROVIDER_NETWORK,
+            is_shared=True,
+            provider_network_type="flat",
+            provider_physical_network=PHYSNET,
+        )
+        made.append(f"network {PROVIDER_NETWORK} (flat, on the lab LAN)")
+    if conn.network.find_subnet(PROVIDER_SUBNET) is None:
+        conn.network.create_subnet(
+            name=PROVIDER_SUBNET,
+            network_id=network.id,
+            ip_version=4,
+            cidr=net.subnet,
+            gateway_ip=net.gateway,
+            allocation_pools=[{"start": plan.pool[0], "end": plan.pool[1]}],
+            dns_nameservers=[net.server],
+            is_dhcp_enabled=True,
+        )
+        made.append(f"subnet {PROVIDER_SUBNET} {net.subnet}, servers from {plan.pool[0]} to {plan.pool[1]}")
+    return made
+
+
+def _security_rules(plan: CloudPlan, secrets: CloudSecrets, project_name: str) -> list[str]:
+    """SSH and ping into the member project's default group (neutron makes the group at the project's first look)."""
+    made: list[str] = []
+    member = connect(plan, secrets, member=True, project=project_name)
+    groups = [g for g in member.network.security_groups(name="default") if g.project_id == member.current_project_id]
+    if not groups:
+        raise CloudError(f"neutron made no default security group for project {project_name}")
+    group = groups[0]
+    wanted = {("tcp", 22): "SSH", ("icmp", None): "ping"}
+    for rule in group.security_group_rules or []:
+        key = (rule.get("protocol"), rule.get("port_range_min"))
+        if rule.get("direction") == "ingress" and rule.get("ethertype") == "IPv4" and key in wanted:
+            wanted.pop(key)
+    for (protocol, port), what in wanted.items():
+        member.network.create_security_group_rule(
+            security_group_id=group.id, direction="ingress", ethertype="IPv4", protocol=protocol,
+            port_range_min=port, port_range_max=port, remote_ip_prefix="0.0.0.0/0",
+        )
+        made.append(f"security group rule: {what} into {project_name}")
+    return made
+
+
+# --- what runs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    host: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One resource provider (a hypervisor) as placement counts it."""
+
+    name: str
+    vcpus: int
+    vcpus_used: int
+    memory_mb: int
+    memory_mb_used: int
+    disk_gb: int
+    disk_gb_used: int
+
+
+@dataclass(frozen=True)
+class Services:
+    compute: tuple[ServiceState, ...]
+    agents: tuple[ServiceState, ...]
+    capacity: tuple[Capacity, ...]
+
+    def hypervisors(self) -> set[str]:
+        return {s.host for s in self.compute if s.name == "nova-compute" and s.up}
+
+
+def services(conn: Connection) -> Services:
+    compute = tuple(ServiceState(s.binary, s.host, s.state == "up") for s in conn.compute.services())
+    agents = tuple(ServiceState(a.agent_type, a.host, bool(a.is_alive)) for a in conn.network.agents())
+    return Services(compute, agents, tuple(_capacity(conn)))
+
+
+def _capacity(conn: Connection) -> list[Capacity]:
+    found = []
+    for provider in conn.placement.resource_providers():
+        inventory = {i.resource_class: i for i in conn.placement.resource_provider_inventories(provider)}
+        usages = conn.placement.get(f"/resource_providers/{provider.id}/usages").json().get("usages", {})
+        totals = {rc: _usable(inventory.get(rc)) for rc in ("VCPU", "MEMORY_MB", "DISK_GB")}
+        found.append(Capacity(provider.name, totals["VCPU"], int(usages.get("VCPU", 0)), totals["MEMORY_MB"],
+                              int(usages.get("MEMORY_MB", 0)), totals["DISK_GB"], int(usages.get("DISK_GB", 0))))
+    return found
+
+
+def _usable(item: Any) -> int:
+    """What placement lets servers use of one inventory: (total - reserved) x allocation ratio."""
+    if item is None:
+        return 0
+    return int((item.total - (item.reserved or 0)) * (item.allocation_ratio or 1.0))
+
+
+# --- servers and images -----------------------------------------------------------
+
+
+def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, str]) -> str:
+    """A raw image in glance from `path`; its id."""
+    extra: dict[str, Any] = {"visibility": "private", **properties}
+    image = conn.image.create_image(name, filename=str(path), disk_format="raw", container_format="bare",
+                                    wait=True, timeout=300, **extra)
+    return str(image.id)
+
+
+def delete_image(conn: Connection, image_id: str) -> None:
+    conn.image.delete_image(image_id, ignore_missing=True)
+
+
+def boot_server(conn: Connection, name: str, image_id: str, flavor: str, network: str) -> str:
+    """Ask nova for a server; its id (it is BUILD until `wait_active`)."""
+    found = conn.compute.find_flavor(flavor)
+    net = conn.network.find_network(network)
+    if found is None or net is None:
+        raise CloudError(f"the cloud has no flavor {flavor!r} or no network {network!r}: run `fab cloud.up` first")
+    server = conn.compute.create_server(name=name, image_id=image_id, flavor_id=found.id,
+                                        networks=[{"uuid": net.id}])
+    return str(server.id)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    id: str
+    status: str
+    host: str
+    addresses: tuple[str, ...]
+    fault: str
+
+
+def server_state(conn: Connection, server_id: str) -> ServerState:
+    server = conn.compute.get_server(server_id)
+    addresses = tuple(a["addr"] for net in (server.addresses or {}).values() for a in net if a.get("version") == 4)
+    fault = (server.fault or {}).get("message", "") if isinstance(server.fault, dict) else ""
+    return ServerState(str(server.id), str(server.status), str(server.hypervisor_hostname or ""), addresses, fault)
+
+
+def console_output(conn: Connection, server_id: str) -> str:
+    answer = conn.compute.get_server_console_output(server_id)
+    return str(answer.get("output", "") if isinstance(answer, dict) else answer)
+
+
+def delete_server(conn: Connection, server_id: str, timeout: float = 300) -> None:
+    """Delete the server and wait until nova has let it go."""
+    conn.compute.delete_server(server_id, ignore_missing=True)
+    deadline = time.monotonic() + timeout
+    while conn.compute.find_server(server_id) is not None:
+        if time.monotonic() > deadline:
+            raise CloudError(f"server {server_id} was not deleted within {timeout:.0f}s")
+        time.sleep(2.0)
