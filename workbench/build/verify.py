@@ -100,7 +100,7 @@ def verify(
     """
     start = time.monotonic()
     labels = {engine.PREFIX_LABEL: config.prefix, "workbench.verify.role": role.name}
-    with engine.running(image, labels=labels, name=None) as container:
+    with engine.running(image, labels=labels, name=None, **container_options(role)) as container:
         _wait_ready(container, role, scope)
         argv = pytest_argv(config, role, [f"--hosts={scheme}://{container.id}"])
 
@@ -128,6 +128,21 @@ def verify_vm(
     return VerifyResult(summary=parse_summary(output) or "passed", seconds=time.monotonic() - start)
 
 
+def ready_timeout(role: Role) -> float:
+    """How long the readiness probe waits: the role's `start_timeout`, else READY_TIMEOUT."""
+    return float(role.start_timeout) if role.start_timeout else READY_TIMEOUT
+
+
+def container_options(role: Role) -> dict[str, object]:
+    """What the role asks of its candidate's container: capabilities, the verification's environment."""
+    options: dict[str, object] = {}
+    if role.capabilities:
+        options["cap_add"] = list(role.capabilities)
+    if role.verify_environment:
+        options["environment"] = list(role.verify_environment)
+    return options
+
+
 def _run_tests(
     argv: list[str], config: Config, role: Role, on_line: Callable[[str], None], what: str, tail: Callable[[], str]
 ) -> str:
@@ -151,7 +166,7 @@ def ready_probe(role: Role, timeout: float | None = None) -> str:
     health path answers 200, trying every 50 ms; after `timeout` it exits 1 saying what
     is still missing. Run inside the candidate, so one call waits for the event itself."""
     health = f"http://127.0.0.1:{role.ports[0]}{role.health}" if role.ports and role.health else ""
-    timeout = READY_TIMEOUT if timeout is None else timeout
+    timeout = ready_timeout(role) if timeout is None else timeout
     return f"""\
 import socket, sys, time, urllib.request
 ports, health, deadline = {list(role.ports)!r}, {health!r}, time.monotonic() + {timeout!r}
@@ -184,13 +199,13 @@ def _wait_ready_vm(machine: vm.Booted, role: Role, scope: str) -> None:
         return
     probe = machine.ssh_argv("python3", "-c", shlex.quote(ready_probe(role)))
     try:
-        result = run.capture(probe, check=False, timeout=READY_TIMEOUT + 30)
+        result = run.capture(probe, check=False, timeout=ready_timeout(role) + 30)
     except CommandFailed:
         progress.detail(f"[{scope}] the readiness probe hung; running the tests")
         return
     if result.returncode != 0:
         said = result.stderr.strip() or f"exit code {result.returncode}"
-        progress.detail(f"[{scope}] not ready after {READY_TIMEOUT:.0f}s ({said}); running the tests")
+        progress.detail(f"[{scope}] not ready after {ready_timeout(role):.0f}s ({said}); running the tests")
 
 
 def _wait_ready(container: object, role: Role, scope: str) -> None:
@@ -221,7 +236,7 @@ def _wait_ready(container: object, role: Role, scope: str) -> None:
         else:
             progress.detail(f"[{scope}] the readiness probe failed ({said or code}); running the tests")
         return
-    progress.detail(f"[{scope}] not ready after {READY_TIMEOUT:.0f}s ({said}); running the tests")
+    progress.detail(f"[{scope}] not ready after {ready_timeout(role):.0f}s ({said}); running the tests")
 
 
 def _stopped(container: Container, settle: float = 3.0) -> bool:

@@ -24,8 +24,8 @@ from docker.models.containers import Container
 from workbench.build import images
 from workbench.core import engine, pools, progress
 from workbench.core.config import Config, Environment, Role
-from workbench.core.naming import data_slug
 from workbench.core.errors import DeployFailed
+from workbench.core.naming import data_slug
 from workbench.release.target import (
     ENV_LABEL,
     FRONTEND_ROLE,
@@ -149,6 +149,8 @@ class DockerTarget:
                     environment={**extra.get("environment", {}), **environment_variables(plan),
                                  **(member.settings if member else {})},
                     volumes=mounts or None,
+                    # Linux capabilities the role asks for ([roles.<r>] capabilities).
+                    cap_add=list(plan.role.capabilities) or None,
                     labels={
                         **self._labels(plan.environment, plan.role.name, plan.tag),
                         REPLICA_LABEL: str(replica),

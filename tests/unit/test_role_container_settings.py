@@ -1,0 +1,70 @@
+"""`[roles.<r>] capabilities`, `verify_environment` and `start_timeout`: validated, and used
+by verification (the candidate's container) and the Docker deploy target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workbench.build import verify
+from workbench.core import config as wb_config
+from workbench.core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+PATH = REPO / "workbench.toml"
+
+
+def load(roles: dict[str, Any]) -> wb_config.Config:
+    return wb_config.from_dict({"roles": roles}, PATH)
+
+
+def problems(roles: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(roles)
+    return str(info.value)
+
+
+def test_defaults_ask_for_nothing() -> None:
+    role = load({"app": {}}).roles["app"]
+    assert role.capabilities == ()
+    assert role.verify_environment == ()
+    assert role.start_timeout == 0
+    assert verify.container_options(role) == {}
+    assert verify.ready_timeout(role) == verify.READY_TIMEOUT == 90.0
+
+
+@pytest.mark.parametrize(
+    ("roles", "expected"),
+    [
+        ({"app": {"capabilities": ["NET_ADMN"]}},
+         "[roles.app] capabilities: 'NET_ADMN' is not a Linux capability"),
+        ({"app": {"capabilities": ["CAP_NET_ADMIN"]}},
+         "[roles.app] capabilities: 'CAP_NET_ADMIN' is not a Linux capability"),
+        ({"app": {"capabilities": "NET_ADMIN"}},
+         "[roles.app] capabilities = 'NET_ADMIN': expected a list, got a string"),
+        ({"app": {"verify_environment": ["WORKBENCH_CLOUD_THROWAWAY"]}},
+         "[roles.app] verify_environment: 'WORKBENCH_CLOUD_THROWAWAY' is not KEY=VALUE"),
+        ({"app": {"verify_environment": ["1X=a"]}}, "[roles.app] verify_environment: '1X=a' is not KEY=VALUE"),
+        ({"app": {"verify_environment": ["=a"]}}, "[roles.app] verify_environment: '=a' is not KEY=VALUE"),
+        ({"app": {"verify_environment": [1]}}, "[roles.app] verify_environment = [1]: in the list: expected a string"),
+        ({"app": {"start_timeout": -1}}, "[roles.app] start_timeout = -1: give 1 to 3600 seconds"),
+        ({"app": {"start_timeout": "300"}}, "[roles.app] start_timeout = '300': expected an integer"),
+    ],
+)
+def test_bad_values_are_one_error_naming_file_and_key(roles: dict[str, Any], expected: str) -> None:
+    message = problems(roles)
+    assert message.startswith(f"{PATH}: 1 problem(s):")
+    assert expected in message
+
+
+def test_good_values_load() -> None:
+    role = load({"app": {
+        "capabilities": ["NET_ADMIN", "SYS_PTRACE"],
+        "verify_environment": ["A=1", "B=x=y", "C="],
+        "start_timeout": 300,
+    }}).roles["app"]
+    assert role.capabilities == ("NET_ADMIN", "SYS_PTRACE")
+    assert verify.container_options(role)["environment"] == ["A=1", "B=x=y", "C="]
+    assert verify.ready_timeout(role) == 300.0
