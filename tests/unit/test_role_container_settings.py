@@ -35,6 +35,16 @@ def test_defaults_ask_for_nothing() -> None:
     assert verify.ready_timeout(role) == verify.READY_TIMEOUT == 90.0
 
 
+def test_the_controller_asks_for_its_capabilities_and_throwaway_settings() -> None:
+    role = wb_config.load(PATH).role("controller")
+    assert verify.container_options(role) == {
+        "cap_add": ["NET_ADMIN", "SYS_ADMIN", "DAC_READ_SEARCH", "SYS_PTRACE"],
+        "environment": ["WORKBENCH_CLOUD_THROWAWAY=1"],
+    }
+    assert verify.ready_timeout(role) == float(role.start_timeout) > verify.READY_TIMEOUT
+    assert f"time.monotonic() + {float(role.start_timeout)!r}" in verify.ready_probe(role)
+
+
 @pytest.mark.parametrize(
     ("roles", "expected"),
     [

@@ -1,0 +1,217 @@
+"""The controller role: the homelab's OpenStack control plane, under monit.
+
+The candidate starts as verification starts it: WORKBENCH_CLOUD_THROWAWAY=1 (random
+passwords under /run, the container's own address), the image's own empty data
+paths, and the capabilities neutron's agents need. Its start hook has made the
+databases, schemas and catalogue before monit started the services; these tests
+use the cloud as its users do: a token, nova's and neutron's services, an image
+uploaded and deleted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from basesystem import *  # noqa: F403 -- every role image carries the basesystem
+from conftest import monit_summary, wait_until
+
+# The APIs answer once the readiness probe returns; services that report to the
+# databases (nova's, neutron's agents) may take a little longer on 2 loaded cores.
+SERVICE_WAIT = 240.0
+OPENRC = "/root/admin-openrc"
+SERVICES = (
+    "mariadb", "memcached", "rabbitmq-server", "keystone", "glance-api", "placement-api", "nova-api",
+    "nova-api-metadata", "nova-conductor", "nova-scheduler", "neutron-api", "neutron-rpc-server",
+    "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-metadata-agent",
+)
+
+
+@pytest.fixture(scope="module")
+def monit_ready(host: Any) -> dict[str, tuple[str, str]]:
+    """Every service OK in monit (the conftest's fixture, with the time fifteen services need)."""
+
+    def all_ok() -> dict[str, tuple[str, str]] | None:
+        services = monit_summary(host)
+        processes = {name: state for name, state in services.items() if state[1] != "System"}
+        if services and all(status == "OK" for status, _ in processes.values()):
+            return services
+        raise AssertionError(f"monit reports {services}")
+
+    return wait_until(all_ok, "monit reports every service OK", SERVICE_WAIT)
+
+
+pytestmark = pytest.mark.usefixtures("monit_ready")
+
+
+def openstack(host: Any, command: str) -> Any:
+    """`openstack <command> -f json` as admin, over the internal endpoints (admin-openrc)."""
+    return json.loads(host.check_output(f". {OPENRC} && openstack {command} -f json"))
+
+
+def settings(host: Any) -> dict[str, Any]:
+    return dict(json.loads(host.file("/run/workbench/cloud/controller.json").content_string))
+
+
+def test_packages_without_recommends(host: Any) -> None:
+    for name in ("keystone", "glance", "placement-api", "nova-api", "nova-conductor", "nova-scheduler",
+                 "neutron-server", "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-metadata-agent",
+                 "rabbitmq-server", "mariadb-server", "memcached", "python3-openstackclient",
+                 "python3-osc-placement"):
+        assert host.package(name).is_installed, name
+    # What recommends would have pulled in.
+    for name in ("systemd", "gcc", "exim4-base"):
+        assert not host.package(name).is_installed, name
+
+
+def test_throwaway_settings_stay_under_run(host: Any) -> None:
+    # Verification has no cloud.up: the start hook made random passwords, root's alone.
+    assert not host.file("/etc/workbench/cloud/controller.json").exists
+    made = host.file("/run/workbench/cloud/controller.json")
+    assert made.mode == 0o600 and made.user == "root"
+    values = settings(host)
+    address = host.check_output("ip -4 -o addr show dev eth0").split()[3].split("/")[0]
+    assert values["internal_address"] == values["public_address"] == address
+    assert len(set(values["passwords"].values())) == len(values["passwords"]), "each password its own"
+
+
+def test_without_settings_the_hook_says_what_is_missing(host: Any) -> None:
+    result = host.run("env -u WORKBENCH_CLOUD_THROWAWAY /etc/workbench/init.d/50-controller")
+    assert result.rc != 0
+    assert "/etc/workbench/cloud/controller.json is missing" in result.stderr
+    assert "fab cloud.up" in result.stderr
+
+
+def test_configuration_rendered_from_the_settings(host: Any) -> None:
+    values = settings(host)
+    nova = host.file("/etc/nova/nova.conf")
+    assert nova.mode == 0o640 and nova.group == "nova"
+    assert nova.contains(f"^my_ip = {values['internal_address']}$")
+    assert nova.contains("^send_service_user_token = true$")
+    assert host.file("/etc/neutron/neutron.conf").contains("^linuxbridge = true$")
+    assert host.file("/etc/neutron/plugins/ml2/ml2_conf.ini").contains("^mechanism_drivers = linuxbridge$")
+    assert host.file("/etc/neutron/plugins/ml2/linuxbridge_agent.ini").contains(
+        "^physical_interface_mappings = provider:lab0$"
+    )
+    assert host.file("/etc/neutron/dhcp_agent.ini").contains("^interface_driver = linuxbridge$")
+    secret = values["passwords"]["metadata_secret"]
+    assert host.file("/etc/neutron/metadata_agent.ini").contains(f"^metadata_proxy_shared_secret = {secret}$")
+    for path in ("/etc/keystone/keystone-uwsgi.ini", "/etc/nova/nova-api-uwsgi.ini",
+                 "/etc/neutron/neutron-api-uwsgi.ini"):
+        assert host.file(path).contains("^processes = 2$"), path
+    openrc = host.file(OPENRC)
+    assert openrc.mode == 0o600 and openrc.user == "root"
+
+
+def test_two_workers_per_api(host: Any) -> None:
+    # uWSGI's master and its two workers.
+    for user in ("keystone", "placement"):
+        assert int(host.check_output(f"pgrep -c -u {user} uwsgi")) == 3, user
+
+
+def test_data_paths_initialised_and_owned(host: Any) -> None:
+    assert host.file("/var/lib/mysql/mysql").is_directory
+    assert host.file("/var/lib/mysql").user == "mysql"
+    assert host.file("/var/lib/rabbitmq").user == "rabbitmq"
+    assert host.file("/var/lib/glance/images").user == "glance"
+    for repository in ("fernet-keys", "credential-keys"):
+        keys = host.file(f"/etc/keystone/{repository}")
+        assert (keys.user, keys.mode) == ("keystone", 0o700)
+        assert sorted(keys.listdir()) == ["0", "1"], repository
+
+
+def test_mariadb_serves_loopback_only(host: Any) -> None:
+    assert host.socket("tcp://127.0.0.1:3306").is_listening
+    assert not host.socket("tcp://0.0.0.0:3306").is_listening
+    databases = host.check_output("mariadb --batch --skip-column-names -e 'SHOW DATABASES'").split()
+    assert {"keystone", "glance", "placement", "nova_api", "nova", "nova_cell0", "neutron"} <= set(databases)
+
+
+def test_rabbitmq_has_only_the_openstack_user(host: Any) -> None:
+    # Its first boot makes the node's database: the port may listen before the app runs.
+    users = wait_until(lambda: host.check_output("rabbitmqctl --quiet list_users --formatter json"),
+                       "RabbitMQ lists its users", SERVICE_WAIT)
+    assert [user["user"] for user in json.loads(users)] == ["openstack"]
+    assert host.socket("tcp://0.0.0.0:5672").is_listening or host.socket("tcp://:::5672").is_listening
+
+
+def test_a_token(host: Any) -> None:
+    token = wait_until(lambda: openstack(host, "token issue"), "keystone issues a token", SERVICE_WAIT)
+    assert token["id"] and token["project_id"]
+
+
+def test_catalogue(host: Any) -> None:
+    values = settings(host)
+    endpoints = openstack(host, "endpoint list")
+    found = {(e["Service Type"], e["Interface"]): e["URL"] for e in endpoints}
+    address = values["internal_address"]
+    for kind, port, path in (("identity", 5000, "/v3/"), ("image", 9292, ""), ("placement", 8778, ""),
+                             ("compute", 8774, "/v2.1"), ("network", 9696, "")):
+        for interface in ("public", "internal", "admin"):
+            assert found.get((kind, interface)) == f"http://{address}:{port}{path}", (kind, interface)
+    assert {e["Region"] for e in endpoints} == {values["region"]}
+    users = {user["Name"] for user in openstack(host, "user list")}
+    assert users == {"admin", "glance", "placement", "nova", "neutron"}
+
+
+def test_nova_conductor_and_scheduler_up(host: Any) -> None:
+    def up() -> set[str]:
+        services = openstack(host, "compute service list")
+        binaries = {s["Binary"] for s in services if s["State"] == "up" and s["Status"] == "enabled"}
+        if {"nova-conductor", "nova-scheduler"} <= binaries:
+            return binaries
+        raise AssertionError(f"compute services: {services}")
+
+    wait_until(up, "nova-conductor and nova-scheduler up", SERVICE_WAIT)
+
+
+def test_neutron_agents_alive(host: Any) -> None:
+    def alive() -> set[str]:
+        agents = openstack(host, "network agent list")
+        types = {a["Agent Type"] for a in agents if a["Alive"] in (True, ":-)") and a["State"] in (True, "UP")}
+        if {"Linux bridge agent", "DHCP agent", "Metadata agent"} <= types:
+            return types
+        raise AssertionError(f"network agents: {agents}")
+
+    wait_until(alive, "neutron's linuxbridge, DHCP and metadata agents alive", SERVICE_WAIT)
+
+
+def test_placement_answers(host: Any) -> None:
+    # python3-osc-placement: resource providers (none until a compute node joins).
+    assert openstack(host, "resource provider list") == []
+
+
+def test_upload_and_delete_an_image(host: Any) -> None:
+    host.check_output("head -c 1048576 /dev/urandom > /tmp/workbench-test.img")
+    name = "workbench-verify"
+    try:
+        created = openstack(
+            host, f"image create --disk-format raw --container-format bare --file /tmp/workbench-test.img {name}"
+        )
+
+        def active() -> dict[str, Any]:
+            shown = openstack(host, f"image show {created['id']}")
+            if shown["status"] == "active":
+                return dict(shown)
+            raise AssertionError(f"image status {shown['status']!r}")
+
+        image = wait_until(active, "the uploaded image becomes active", 60)
+        assert image["size"] == 1048576
+        stored = host.file(f"/var/lib/glance/images/{image['id']}")
+        assert stored.exists and stored.user == "glance"
+    finally:
+        host.run(f". {OPENRC} && openstack image delete {name}")
+        host.run("rm -f /tmp/workbench-test.img")
+    assert openstack(host, "image list") == []
+
+
+def test_monit_supervises_every_service(monit_ready: dict[str, tuple[str, str]]) -> None:
+    for name in SERVICES:
+        assert monit_ready[name] == ("OK", "Process"), name
+
+
+def test_monit_restarts_killed_keystone(host: Any, wait: Any, kill_and_wait_restart: Any) -> None:
+    # Last in the file: it kills what the checks above use.
+    kill_and_wait_restart("keystone", "/run/workbench/services/keystone.pid")
+    wait_until(lambda: openstack(host, "token issue"), "keystone issues a token again", SERVICE_WAIT)
