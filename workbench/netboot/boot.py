@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from workbench.netboot.artifacts import LiveImage
+from workbench.netboot.httpserve import CLOUD
 from workbench.netboot.inventory import Inventory, Node
 from workbench.netboot.nfs import PSEUDO
 
@@ -32,6 +33,8 @@ def kernel_args(inv: Inventory, live: LiveImage, node: Node | None) -> str:
         "quiet",
         f"wb.report={base}/report",
         f"wb.persist={inv.network.server}:{PSEUDO}",
+        # Where the node's cloud configuration is asked for (<url>/<name>.json; 404: no cloud).
+        f"wb.cloud={base}/{CLOUD}",
     ]
     if node is not None:
         args += [f"wb.role={node.role}", f"wb.name={node.name}"]

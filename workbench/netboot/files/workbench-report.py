@@ -1,5 +1,10 @@
 #!/usr/bin/python3
-"""Tell the networking node this live system is up: host name, role, uptime."""
+"""Tell the networking node this live system is up: host name, role, uptime.
+
+What it reports is also left in /run/workbench/report.json (workbench-cloud reads the
+name, address, interface and the persistence mount from there, and reports again).
+"""
+
 import glob
 import json
 import os
@@ -76,15 +81,23 @@ def main():
     name = node_name(args)
     if name:
         socket.sethostname(name.split(".")[0])
+    conf = net_conf()
     report = {
         "name": name,
+        # This boot: a later report with the same id (workbench-cloud's) updates this one.
+        "boot": read("/proc/sys/kernel/random/boot_id").strip(),
         "mac": own_mac(),
+        "interface": conf.get("DEVICE", ""),
+        "address": conf.get("IPV4ADDR", ""),
         "role": args.get("wb.role", ""),
         "image_role": read("/etc/workbench/role").strip(),
         "uptime": float(read("/proc/uptime").split()[0]),
     }
     if args.get("wb.persist"):
         report["persisted"] = persist(args["wb.persist"], name, dict(report))
+    os.makedirs("/run/workbench", exist_ok=True)
+    with open("/run/workbench/report.json", "w") as saved:
+        json.dump(report, saved, sort_keys=True)
     line = "workbench-report: " + json.dumps(report, sort_keys=True)
     with open("/dev/console", "w") as console:
         console.write(line + "\n")
