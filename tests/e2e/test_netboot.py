@@ -1,8 +1,9 @@
 """The whole netboot: build the live hypervisor image, PXE-boot it in a qemu VM, check the report.
 
-Two boots per session, BIOS in full DHCP mode and UEFI in proxy mode (a few
-minutes under software emulation on 2 cores, the artifact build included); the
-other tests read what the first left.
+Three boots per session, BIOS in full DHCP mode (no cloud: as a lab without one),
+UEFI in proxy mode, and BIOS again with a cloud configuration for the node (a few
+minutes each under software emulation on 2 cores, the artifact build included);
+the other tests read what the first left.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def test_vm_netboots_and_reports_name_and_role(netboot_run: dict[str, Any]) -> N
     assert set(stages) == set(order)
     assert [stages[s] for s in order] == sorted(stages[s] for s in order)
     assert netboot_run["boot_seconds"] > 0
+    # No cloud configuration for it: the test did not wait for a cloud (the VM stops at the report).
+    assert netboot_run["cloud"] is None
 
 
 def test_everything_is_cleaned_up(netboot_run: dict[str, Any], wb_cfg: wb_config.Config) -> None:
@@ -100,3 +103,54 @@ def test_uefi_client_boots_through_tftp_ipxe_efi_in_proxy_mode(
     hv1 = data["nodes"][0]
     assert (hv1["last"], hv1["report"]["client"]) == ("reported", result["address"])
     assert not netns.exists(netns.router_namespace_name(wb_cfg.prefix))
+
+
+# What `fab cloud.up` leaves for hv1; nobody answers at the controller's address in this test.
+CLOUD = {
+    "host": "hv1.lab.wpdn",
+    "controller": "10.77.0.2",
+    "region": "RegionOne",
+    "virt_type": "lxc",
+    "passwords": {"rabbitmq": "rabbit-$ecret", "nova": "n", "neutron": "q", "placement": "p"},
+}
+
+
+def test_a_node_with_a_cloud_configures_and_starts_compute(
+    netboot_run: dict[str, Any], wb_config_path: Path, wb_cfg: wb_config.Config
+) -> None:
+    """The live image fetches its cloud configuration at boot, renders it, and starts libvirtd, the
+    linuxbridge agent and nova-compute; with no controller there, nova-compute waits for it."""
+    path = node.cloud_config_dir(wb_cfg) / "hv1.lab.wpdn.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(CLOUD))
+    try:
+        proc = fab("netboot.test", "--json", config=wb_config_path, timeout=1500)
+    finally:
+        path.unlink()
+    assert proc.returncode == 0, f"boot with a cloud failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    result = json.loads(proc.stdout[proc.stdout.index("{\n") :])
+    cloud = result["cloud"]
+    assert cloud is not None, result["console"]
+    assert (cloud["host"], cloud["controller"], cloud["virt_type"]) == ("hv1.lab.wpdn", "10.77.0.2", "lxc")
+    services = cloud["services"]
+    # Configured well enough to run: neither exits on its configuration (the agent checks its
+    # interface mapping, the experimental switch and br_netfilter at start).
+    assert services["libvirtd.service"] == "active", cloud
+    assert services["neutron-linuxbridge-agent.service"] == "active", cloud
+    # Type=notify: ready only once it has reached the controller's message queue.
+    assert services["nova-compute.service"] == "activating/start", cloud
+    assert cloud["state"] == "starting"
+    # Their logs say they got past their configuration: the agent found its interface, and
+    # nova-compute parsed its transport URL (the password's `$` quoted) and tries the broker,
+    # which nobody answers for here (EHOSTUNREACH: no host at 10.77.0.2 on the lab's bridge).
+    assert "Agent initialized successfully" in cloud["logs"]["neutron-linuxbridge-agent.service"]
+    assert "Connection failed: [Errno 113] EHOSTUNREACH" in cloud["logs"]["nova-compute.service"]
+    # The instances live on the node's export, owned by nova (not root).
+    instances = Path(result["persisted"]).parent / "instances"
+    assert cloud["instances"] == "/run/workbench/persist/hv1.lab.wpdn/instances"
+    assert instances.is_dir() and instances.stat().st_uid != 0
+    # The boot itself reported as before; the timeline shows the configuration's fetch and the cloud's state.
+    assert result["reported_name"] == "hv1.lab.wpdn" and result["address"] == "10.77.0.11"
+    assert result["timeline"]["cloud"]["status"] == 200 and result["timeline"]["cloud"]["state"] == "starting"
+    assert "workbench-cloud: starting" in (node.node_dir(wb_cfg).parent / "vm" / "console.log").read_text()
+    print(f"boot seconds with a cloud: {result['boot_seconds']:.1f}; cloud report at uptime {cloud['started']}s")

@@ -4,8 +4,10 @@ The node runs in its namespace; a qemu VM with a node's MAC PXE-boots from it,
 loads the live system over HTTP and reports back. Checked: the reported name
 and role, the address it reported from, the VM's local disk byte for byte
 unchanged. In proxy mode a stand-in home router (router.py) on the lab's bridge
-lends the address and the node only adds the boot options. Everything is
-removed afterwards, whatever happened.
+lends the address and the node only adds the boot options. When the node has a
+cloud configuration (`node.cloud_config_dir`, as `fab cloud.up` leaves it), the
+test also waits for workbench-cloud's report of how far the compute services
+got, and returns it (`cloud`). Everything is removed afterwards, whatever happened.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from workbench.netboot.artifacts import build_live
 from workbench.netboot.inventory import Inventory, Node
 
 TAP = "nbtap0"
+# With a cloud: the time workbench-cloud may take beyond the report (fetch, render, and up to
+# 5 minutes for the services to get past their configuration).
+CLOUD_WAIT = 420.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class LabResult:
     phases: dict[str, float]
     timeline: dict[str, Any]
     console: str
+    # What workbench-cloud reported (state, services, ...), when the node has a cloud configuration.
+    cloud: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +92,7 @@ def _run_test(
     before = qemu.create_disk(disk)
     # A file from an earlier boot must not pass for this one's.
     (inv.export / target.name / "last-boot.json").unlink(missing_ok=True)
+    has_cloud = (node.cloud_config_dir(config) / f"{target.name}.json").is_file()
     vm = qemu.VM(mac=target.mac, tap=TAP, disk=disk, console=work / "console.log", firmware=firmware)
     qemu.prepare_firmware(vm)
     try:
@@ -102,7 +110,7 @@ def _run_test(
             power_on = time.time()
             daemon = qemu.spawn(vm, running.lab.name, work / "qemu.out")
             try:
-                line = _wait_report(inv, running.state, target, daemon, vm.console, timeout, scope)
+                line = _wait_report(inv, running.state, target, daemon, vm.console, timeout, scope, has_cloud)
             finally:
                 daemon.stop()
             offered = _offered(running.state / "dnsmasq.log", target)
@@ -133,31 +141,46 @@ def _run_test(
         phases=phases(line, power_on),
         timeline=line.to_dict(),
         console=_tail(vm.console, 15),
+        cloud=report.get("cloud") if has_cloud else None,
     )
-    _check(result, target, stand_in, offered)
+    _check(result, target, stand_in, offered, has_cloud)
     return result
 
 
 def _wait_report(
-    inv: Inventory, state: Path, target: Node, daemon: run.Daemon, console: Path, timeout: float, scope: str
+    inv: Inventory,
+    state: Path,
+    target: Node,
+    daemon: run.Daemon,
+    console: Path,
+    timeout: float,
+    scope: str,
+    cloud: bool = False,
 ) -> timeline.Timeline:
-    """The target's timeline once it has reported (found by its MAC, whatever its address)."""
-    deadline = time.monotonic() + timeout
+    """The target's timeline once it has reported (found by its MAC, whatever its address);
+    with `cloud`, once its report also says how far the cloud's services got."""
+    deadline = time.monotonic() + timeout + (CLOUD_WAIT if cloud else 0)
     seen = ""
     while time.monotonic() < deadline:
         line = next(t for t in timeline.build(inv, state) if t.node == target)
-        if line.report is not None:
+        # The cloud's first report comes once libvirtd and the agent run (or it failed before).
+        cloud_state = ((line.report or {}).get("cloud") or {}).get("state", "")
+        # Refused (403: not the address the inventory reserves, as in proxy mode): no report comes.
+        refused = line.cloud_fetch is not None and line.cloud_fetch[1] != 200
+        if line.report is not None and (not cloud or cloud_state or refused):
             return line
+        stage = line.last if line.report is None else "reported; waiting for the cloud's report"
         if not daemon.alive():
             failure = daemon.failure()
             raise NetbootError(f"qemu exited before the VM reported back: {failure}\nconsole:\n{_tail(console)}")
-        if line.last != seen:
-            progress.output(f"{target.short}: {line.last}")
-            progress.activity(f"{target.short}: {line.last}")
-            seen = line.last
+        if stage != seen:
+            progress.output(f"{target.short}: {stage}")
+            progress.activity(f"{target.short}: {stage}")
+            seen = stage
         time.sleep(0.5)
     raise NetbootError(
-        f"{target.name} did not report back within {timeout:.0f}s (last stage: {seen}); console tail:\n{_tail(console)}"
+        f"{target.name} did not report back within {timeout + (CLOUD_WAIT if cloud else 0):.0f}s "
+        f"(last stage: {seen}); console tail:\n{_tail(console)}"
     )
 
 
@@ -179,7 +202,9 @@ def phases(line: timeline.Timeline, power_on: float) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def _check(result: LabResult, target: Node, stand_in: router.Router | None, offered: list[str]) -> None:
+def _check(
+    result: LabResult, target: Node, stand_in: router.Router | None, offered: list[str], has_cloud: bool = False
+) -> None:
     problems = []
     if result.reported_name != target.name:
         problems.append(f"reported name {result.reported_name!r}, expected {target.name!r} (from its iPXE script)")
@@ -199,6 +224,15 @@ def _check(result: LabResult, target: Node, stand_in: router.Router | None, offe
             )
     if not result.persisted:
         problems.append(f"no persistence file {target.name}/last-boot.json on the export (VM said: {result.console})")
+    if has_cloud and not result.cloud:
+        fetched = result.timeline.get("cloud") or {}
+        problems.append(
+            f"{target.name} has a cloud configuration but reported nothing of it "
+            f"(its fetch: {fetched.get('status', 'none')}; 403 means not from the address the inventory reserves)"
+        )
+    if result.cloud and result.cloud.get("state") == "failed":
+        why = result.cloud.get("error") or result.cloud.get("services")
+        problems.append(f"workbench-cloud failed on {target.name}: {why}")
     if not result.disk_unchanged:
         problems.append("the VM's local disk changed: the live system wrote to it")
     if problems:
