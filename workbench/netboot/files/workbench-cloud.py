@@ -252,11 +252,18 @@ def broken(state):
     return "failed" in state or "restarts" in state
 
 
+# Type=notify services: "active" means ready. The agent (Type=simple) is active from its
+# first instruction: only its log says when it got past its configuration.
+READY_WHEN_ACTIVE = ("libvirtd.service", "nova-compute.service")
+
+
 def arrived(unit, state, seen, milestones):
-    """With `milestones`, a service with one is there once its log shows it and it runs
-    (nova-compute stays "activating" until it reaches the controller); else once active."""
+    """With `milestones`, a service is there once it is ready (active, for a notify one), or
+    its log shows its milestone while it runs (nova-compute stays "activating" until it
+    reaches the controller); without, once active."""
     if milestones and unit in MILESTONES:
-        return state == "active" or (bool(seen.get(unit)) and state == "activating/start")
+        ready = state == "active" and unit in READY_WHEN_ACTIVE
+        return ready or (bool(seen.get(unit)) and state in ("active", "activating/start"))
     return state == "active"
 
 
