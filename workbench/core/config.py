@@ -590,7 +590,8 @@ def _cross_checks(config: Config) -> list[str]:
 def _cloud_checks(cloud: CloudSettings) -> list[str]:
     """What [cloud] says on its own; what it says about the inventory's lab is checked with the inventory."""
     problems: list[str] = []
-    for key, value in (("controller_address", cloud.controller_address), *(("provider_pool", a) for a in cloud.provider_pool)):
+    addresses = [("controller_address", cloud.controller_address), *(("provider_pool", a) for a in cloud.provider_pool)]
+    for key, value in addresses:
         try:
             ipaddress.IPv4Address(value)
         except ValueError:
