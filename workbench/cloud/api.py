@@ -7,6 +7,7 @@ host does with `fab cloud.openrc`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ NOT_YET: tuple[type[Exception], ...] = (
 )
 
 
+# While a controller starts, every poll would log that discovery failed: what is not ready is said once, by us.
+for _name in ("keystoneauth", "openstack"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
 def connect(plan: CloudPlan, secrets: CloudSecrets, *, member: bool = False, project: str = "lab") -> Connection:
     """A session as the cloud's admin (or as the member user of the lab project)."""
     user, password, scope = (project, secrets["member"], project) if member else ("admin", secrets["admin"], "admin")
@@ -62,8 +68,6 @@ def connect(plan: CloudPlan, secrets: CloudSecrets, *, member: bool = False, pro
         region_name=plan.region,
         interface="public",
         identity_api_version="3",
-        load_yaml_config=False,
-        load_envvars=False,
         api_timeout=30,
     )
 

@@ -104,6 +104,9 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
     config.role(controller.ROLE)  # before anything starts: a checkout without the role fails here
     cloud = plan(config, inventory)
     chosen = hypervisors.chosen(cloud, vms)
+    if controller.find(config) is None:
+        # Before anything starts: a taken port is one error, with nothing to undo.
+        controller.check_ports_free(cloud)
     keys = secrets.ensure(config)
 
     mark = time.monotonic()
@@ -131,15 +134,26 @@ def _up_controller(
     progress.step(SCOPE, f"controller {baked.tag} on {cloud.controller}, APIs on 127.0.0.1:"
                          f"{min(cloud.public_ports.values())}-{max(cloud.public_ports.values())}")
     container, started = controller.start(config, cloud, keys, baked.tag)
+    try:
+        return _up_cloud(config, cloud, keys, chosen, container.name or "", started, node_started, baked.tag, start,
+                         mark, phases)
+    except BaseException:
+        if started:
+            # Nothing half-done: a controller this command started and that never got ready does not stay.
+            controller.stop(config)
+        raise
+
+
+def _up_cloud(
+    config: Config, cloud: CloudPlan, keys: secrets.CloudSecrets, chosen: tuple[Node, ...], name: str,
+    started: bool, node_started: bool, tag: str, start: float, mark: float, phases: dict[str, float],
+) -> UpResult:
     conn = api.connect(cloud, keys)
     try:
         ready = api.wait_ready(conn, READY_TIMEOUT, lambda: controller.exited(config))
     except WorkbenchError as exc:
-        if started:
-            # Nothing half-done: a controller that never got ready does not stay running.
-            controller.stop(config)
         raise CloudError(f"{exc}\n  the services' logs: {controller.log_dir(config)}; "
-                         f"the container's: `docker logs {container.name}`") from None
+                         f"the container's: `docker logs {name}`") from None
     phases["controller ready"] = time.monotonic() - mark
 
     mark = time.monotonic()
@@ -162,7 +176,7 @@ def _up_controller(
         took = hypervisors.wait_registered(config, cloud, vms, seen, REGISTER_TIMEOUT)
         registered = {vm.name: (took[vm.name] if vm.started else 0.0) for vm in vms}
         phases["hypervisors"] = time.monotonic() - mark
-    return UpResult(baked.tag, started, node_started, tuple(made), registered, cloud.auth_url,
+    return UpResult(tag, started, node_started, tuple(made), registered, cloud.auth_url,
                     time.monotonic() - start, phases, dict(ready.seen))
 
 
