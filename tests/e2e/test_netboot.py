@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.commands import fab
+from tests.support.netboot import CLOUD_FOR_HV1 as CLOUD
 from workbench.core import config as wb_config
 from workbench.netboot import netns, node
 
@@ -105,14 +106,6 @@ def test_uefi_client_boots_through_tftp_ipxe_efi_in_proxy_mode(
     assert not netns.exists(netns.router_namespace_name(wb_cfg.prefix))
 
 
-# What `fab cloud.up` leaves for hv1; nobody answers at the controller's address in this test.
-CLOUD = {
-    "host": "hv1.lab.wpdn",
-    "controller": "10.77.0.2",
-    "region": "RegionOne",
-    "virt_type": "lxc",
-    "passwords": {"rabbitmq": "rabbit-$ecret", "nova": "n", "neutron": "q", "placement": "p"},
-}
 
 
 def test_a_node_with_a_cloud_configures_and_starts_compute(

@@ -11,18 +11,12 @@ import json
 import stat
 import subprocess
 
+from tests.support.netboot import CLOUD_FOR_HV1 as CLOUD
 from tests.support.netboot import EXAMPLE
 from workbench.core import config as wb_config
 from workbench.netboot import httpserve, inventory, netns, node, timeline
 
 URL = "http://10.77.0.1:8080"
-CLOUD = {
-    "host": "hv1.lab.wpdn",
-    "controller": "10.77.0.2",
-    "region": "RegionOne",
-    "virt_type": "lxc",
-    "passwords": {"rabbitmq": "r", "nova": "n", "neutron": "q", "placement": "p"},
-}
 
 
 def get(where: list[str], path: str, *curl: str) -> tuple[int, str]:

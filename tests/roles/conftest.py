@@ -66,8 +66,11 @@ def wait() -> Callable[..., Any]:
 
 
 @pytest.fixture(scope="module")
-def monit_ready(host: Any) -> dict[str, tuple[str, str]]:
-    """Wait until monit answers and reports every service it watches as OK."""
+def monit_ready(host: Any, request: pytest.FixtureRequest) -> dict[str, tuple[str, str]]:
+    """Wait until monit answers and reports every service it watches as OK.
+
+    A role whose services need longer sets SERVICE_WAIT (seconds) in its test module.
+    """
 
     def all_ok() -> dict[str, tuple[str, str]] | None:
         services = monit_summary(host)
@@ -76,7 +79,7 @@ def monit_ready(host: Any) -> dict[str, tuple[str, str]]:
             return services
         raise AssertionError(f"monit reports {services}")
 
-    return wait_until(all_ok, "monit reports every service OK")
+    return wait_until(all_ok, "monit reports every service OK", getattr(request.module, "SERVICE_WAIT", WAIT_SECONDS))
 
 
 @pytest.fixture

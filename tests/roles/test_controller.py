@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from basesystem import *  # noqa: F403 -- every role image carries the basesystem
-from conftest import monit_summary, wait_until
+from conftest import wait_until
 
 # The APIs answer once the readiness probe returns; services that report to the
 # databases (nova's, neutron's agents) may take a little longer on 2 loaded cores.
@@ -26,20 +26,6 @@ SERVICES = (
     "nova-api-metadata", "nova-conductor", "nova-scheduler", "neutron-api", "neutron-rpc-server",
     "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-metadata-agent",
 )
-
-
-@pytest.fixture(scope="module")
-def monit_ready(host: Any) -> dict[str, tuple[str, str]]:
-    """Every service OK in monit (the conftest's fixture, with the time fifteen services need)."""
-
-    def all_ok() -> dict[str, tuple[str, str]] | None:
-        services = monit_summary(host)
-        processes = {name: state for name, state in services.items() if state[1] != "System"}
-        if services and all(status == "OK" for status, _ in processes.values()):
-            return services
-        raise AssertionError(f"monit reports {services}")
-
-    return wait_until(all_ok, "monit reports every service OK", SERVICE_WAIT)
 
 
 pytestmark = pytest.mark.usefixtures("monit_ready")

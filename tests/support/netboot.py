@@ -14,6 +14,14 @@ from workbench.core.inputs import hash_inputs
 from workbench.netboot import artifacts, dnsmasq
 
 EXAMPLE = REPO / "netboot" / "inventory.toml"
+# What `fab cloud.up` leaves on the node for hv1 (node.cloud_config_dir); the tests run no controller.
+CLOUD_FOR_HV1 = {
+    "host": "hv1.lab.wpdn",
+    "controller": "10.77.0.2",
+    "region": "RegionOne",
+    "virt_type": "lxc",
+    "passwords": {"rabbitmq": "rabbit-$ecret", "nova": "n", "neutron": "q", "placement": "p"},
+}
 
 
 def netboot_config(state: Path, prefix: str, *environments: str) -> wb_config.Config:

@@ -136,7 +136,7 @@ def wait_registered(
                 continue
             if not _pidfile(vm.console.parent).running():
                 raise CloudError(f"hypervisor {vm.name}: its VM stopped before it registered; console "
-                                 f"{vm.console}:\n{_tail(vm.console)}")
+                                 f"{vm.console}:\n{qemu.console_tail(vm.console, 15)}")
             line = lines.get(vm.name)
             progress.activity(f"{vm.name}: {line.last if line else 'nothing yet'}")
         if time.monotonic() - start > timeout:
@@ -147,7 +147,7 @@ def wait_registered(
             raise CloudError(
                 f"hypervisor {vm.name} did not register in nova within {timeout:.0f}s (boot reached: "
                 f"{line.last if line else 'nothing'}; cloud set-up: {cloud or 'not reported'}); its console "
-                f"{vm.console}:\n{_tail(vm.console)}"
+                f"{vm.console}:\n{qemu.console_tail(vm.console, 15)}"
             )
         time.sleep(3.0)
     return seen
@@ -165,11 +165,3 @@ def stop_all(config: Config) -> list[str]:
             done.append(f"powered off hypervisor VM {directory.name} (pid {pid})")
         (directory / "disk.qcow2").unlink(missing_ok=True)
     return done
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "  (no console output)"
-    return "\n".join(f"  | {line}" for line in text.splitlines()[-lines:])

@@ -140,7 +140,7 @@ def _run_test(
         boot_seconds=report["received"] - power_on,
         phases=phases(line, power_on),
         timeline=line.to_dict(),
-        console=_tail(vm.console, 15),
+        console=qemu.console_tail(vm.console, 15),
         cloud=report.get("cloud") if has_cloud else None,
     )
     _check(result, target, stand_in, offered, has_cloud)
@@ -172,7 +172,8 @@ def _wait_report(
         stage = line.last if line.report is None else "reported; waiting for the cloud's report"
         if not daemon.alive():
             failure = daemon.failure()
-            raise NetbootError(f"qemu exited before the VM reported back: {failure}\nconsole:\n{_tail(console)}")
+            tail = qemu.console_tail(console)
+            raise NetbootError(f"qemu exited before the VM reported back: {failure}\nconsole:\n{tail}")
         if stage != seen:
             progress.output(f"{target.short}: {stage}")
             progress.activity(f"{target.short}: {stage}")
@@ -180,7 +181,7 @@ def _wait_report(
         time.sleep(0.5)
     raise NetbootError(
         f"{target.name} did not report back within {timeout + (CLOUD_WAIT if cloud else 0):.0f}s "
-        f"(last stage: {seen}); console tail:\n{_tail(console)}"
+        f"(last stage: {seen}); console tail:\n{qemu.console_tail(console)}"
     )
 
 
@@ -256,11 +257,3 @@ def _persisted(inv: Inventory, target: Node) -> str:
     except (OSError, ValueError):
         return ""
     return str(path) if data.get("name") == target.name else ""
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no console output)"
-    return "\n".join(f"  | {line}" for line in text.splitlines()[-lines:])

@@ -110,3 +110,12 @@ def file_digest(path: Path) -> str:
 def spawn(vm: VM, netns: str, log: Path) -> run.Daemon:
     vm.console.unlink(missing_ok=True)
     return run.spawn(["ip", "netns", "exec", netns, *argv(vm)], log=log)
+
+
+def console_tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a VM's serial console, indented for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "  (no console output)"
+    return "\n".join(f"  | {line}" for line in text.splitlines()[-lines:])
