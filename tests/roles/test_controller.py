@@ -141,6 +141,14 @@ def test_catalogue(host: Any) -> None:
     assert users == {"admin", "glance", "placement", "nova", "neutron"}
 
 
+def test_service_users_carry_the_service_role(host: Any) -> None:
+    # A service token without it is refused (service_token_roles_required): nova's calls to
+    # neutron for a user's server answered 401.
+    assignments = openstack(host, "role assignment list --project service --names")
+    holders = {a["User"].split("@")[0] for a in assignments if a["Role"] == "service"}
+    assert holders == {"glance", "placement", "nova", "neutron"}
+
+
 def test_nova_conductor_and_scheduler_up(host: Any) -> None:
     def up() -> set[str]:
         services = openstack(host, "compute service list")
