@@ -124,6 +124,14 @@ def transport_url(cloud):
     return f"rabbit://openstack:{password}@{cloud['controller']}:5672/"
 
 
+def libvirt(cloud):
+    """nova's [libvirt]: an lxc guest's root is its disk mounted on the host, a raw file on a loop
+    device; qcow2 would need nbd, which the live image does not load."""
+    if cloud["virt_type"] == "lxc":
+        return {"virt_type": "lxc", "images_type": "raw"}
+    return {"virt_type": cloud["virt_type"]}
+
+
 def render(cloud, node):
     """Path -> (text, group that reads it) of every file the compute node needs."""
     controller = cloud["controller"]
@@ -146,12 +154,12 @@ def render(cloud, node):
         "placement": service_user(cloud, "placement"),
         "neutron": service_user(cloud, "neutron"),
         "glance": {"api_servers": f"http://{controller}:9292"},
-        "libvirt": {"virt_type": cloud["virt_type"]},
+        "libvirt": libvirt(cloud),
         "vnc": {"enabled": "false"},
         "oslo_concurrency": {"lock_path": "/var/lib/nova/tmp"},
     }
     # Debian's nova-compute-kvm passes this file after nova.conf (virt_type=kvm there would win).
-    compute = {"DEFAULT": {"compute_driver": "libvirt.LibvirtDriver"}, "libvirt": {"virt_type": cloud["virt_type"]}}
+    compute = {"DEFAULT": {"compute_driver": "libvirt.LibvirtDriver"}, "libvirt": libvirt(cloud)}
     neutron = {
         "DEFAULT": {"host": cloud["host"], "transport_url": transport_url(cloud), "auth_strategy": "keystone"},
         "agent": {"root_helper": "sudo /usr/bin/neutron-rootwrap /etc/neutron/rootwrap.conf"},
