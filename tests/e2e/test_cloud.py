@@ -25,26 +25,17 @@ from tests.support.commands import fab
 from tests.support.config import REPO, config_data, write_config
 from workbench.cloud import controller, lab
 from workbench.core import config as wb_config
-from workbench.core import engine
+from workbench.core import engine, ports
 from workbench.netboot import netns
 
 pytestmark = pytest.mark.e2e
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_offset() -> int:
     """A `[cloud] public_port_offset` whose every API port is free on loopback."""
     for _ in range(200):
         offset = random.randrange(20000, 65535 - max(lab.APIS.values()))
-        if all(_free(port + offset) for port in lab.APIS.values()):
+        if all(ports.bindable(port + offset) for port in lab.APIS.values()):
             return offset
     raise AssertionError("no free set of ports for the cloud's APIs")
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.core import engine, progress, run
+from workbench.core import engine, ports, progress, run
 from workbench.core.config import Config
 from workbench.core.errors import WorkbenchError
 
@@ -205,14 +205,7 @@ def _pick_port(preferred: int, gateway: str) -> int:
 
 
 def _bindable(port: int, gateway: str) -> bool:
-    for address in ("127.0.0.1", gateway):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((address, port))
-            except OSError:
-                return False
-    return True
+    return all(ports.bindable(port, address) for address in ("127.0.0.1", gateway))
 
 
 def _listens(port: int) -> bool:

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from docker.models.containers import Container
 
 from workbench.cloud.lab import APIS, CloudPlan
 from workbench.cloud.secrets import CloudSecrets, cloud_dir
-from workbench.core import engine
+from workbench.core import engine, ports
 from workbench.core.config import Config
 from workbench.core.errors import CloudError
 from workbench.core.naming import data_slug
+from workbench.core.secrets import write_private
 from workbench.netboot import netns
 
 ROLE = "controller"
@@ -98,14 +98,9 @@ def _write_settings(config: Config, values: dict[str, object]) -> tuple[Path, st
     etc = controller_dir(config) / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     os.chmod(etc, 0o700)
-    text = json.dumps(values, indent=2, sort_keys=True) + "\n"
-    path = etc / SETTINGS_FILE
-    partial = path.with_suffix(".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    partial.replace(path)
-    return etc, hashlib.sha256(text.encode()).hexdigest()[:16]
+    text = (json.dumps(values, indent=2, sort_keys=True) + "\n").encode()
+    write_private(etc / SETTINGS_FILE, text)
+    return etc, hashlib.sha256(text).hexdigest()[:16]
 
 
 def data_dirs(config: Config) -> dict[str, Path]:
@@ -116,15 +111,11 @@ def data_dirs(config: Config) -> dict[str, Path]:
 
 def check_ports_free(plan: CloudPlan) -> None:
     for api, port in plan.public_ports.items():
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                raise CloudError(
-                    f"port 127.0.0.1:{port} (the {api} API's public endpoint) is taken by another program: "
-                    "free it, or move every API with [cloud] public_port_offset in the configuration"
-                ) from None
+        if not ports.bindable(port):
+            raise CloudError(
+                f"port 127.0.0.1:{port} (the {api} API's public endpoint) is taken by another program: "
+                "free it, or move every API with [cloud] public_port_offset in the configuration"
+            )
 
 
 def start(config: Config, plan: CloudPlan, secrets: CloudSecrets, image: str) -> tuple[Container, bool]:
