@@ -13,7 +13,6 @@ The VMs outlive the command (their pids under `<state_dir>/cloud/vms/`);
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from workbench.cloud.secrets import CloudSecrets, cloud_dir
 from workbench.core import progress, run
 from workbench.core.config import Config
 from workbench.core.errors import CloudError, ConfigError
+from workbench.core.secrets import write_private
 from workbench.netboot import netns, node, qemu, timeline
 from workbench.netboot.inventory import Node
 
@@ -70,11 +70,7 @@ def write_node_configs(config: Config, plan: CloudPlan, keys: CloudSecrets) -> l
             "passwords": {name: keys[name] for name in PASSWORDS},
         }
         path = directory / f"{hv.name}.json"
-        partial = path.with_suffix(".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(body, out, indent=2, sort_keys=True)
-        partial.replace(path)
+        write_private(path, json.dumps(body, indent=2, sort_keys=True).encode())
         written.append(path)
     return written
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from workbench.core.config import Config
 from workbench.core.errors import CloudError
+from workbench.core.secrets import write_private
 
 # Every password the controller's settings carry (the controller role's start hook reads them).
 NAMES = (
@@ -60,12 +61,7 @@ def ensure(config: Config) -> CloudSecrets:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     passwords = {name: random.token_urlsafe(24) for name in NAMES}
-    partial = path.with_suffix(".partial")
-    # Created 0600 before a byte is written: never readable by others, not even for a moment.
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"passwords": passwords}, out, indent=2, sort_keys=True)
-    partial.replace(path)
+    write_private(path, json.dumps({"passwords": passwords}, indent=2, sort_keys=True).encode())
     return CloudSecrets(passwords, path)
 
 
