@@ -11,6 +11,7 @@ data and passwords unless asked to purge them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -25,7 +26,6 @@ from workbench.core import progress, run
 from workbench.core.config import ENV_CONFIG, Config
 from workbench.core.errors import CloudError, WorkbenchError
 from workbench.netboot import artifacts, netns, node, timeline
-from workbench.netboot.inventory import Node
 
 SCOPE = "cloud"
 # The first start of a controller initialises its databases: minutes on 2 cores.
@@ -109,74 +109,55 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
         controller.check_ports_free(cloud)
     keys = secrets.ensure(config)
 
-    mark = time.monotonic()
-    node_started = _ensure_node(config, cloud)
-    phases["node"] = time.monotonic() - mark
-    try:
-        return _up_controller(config, cloud, keys, chosen, node_started, start, phases)
-    except BaseException:
-        hypervisors.stop_all(config)
-        if node_started:
-            # Nothing half-done: a node this command started goes with the controller that failed.
-            node.stop(config)
-        raise
-
-
-def _up_controller(
-    config: Config, cloud: CloudPlan, keys: secrets.CloudSecrets, chosen: tuple[Node, ...],
-    node_started: bool, start: float, phases: dict[str, float],
-) -> UpResult:
-    mark = time.monotonic()
-    baked = bake.bake_role(config, controller.ROLE)
-    phases["controller image"] = time.monotonic() - mark
-
-    mark = time.monotonic()
-    progress.step(SCOPE, f"controller {baked.tag} on {cloud.controller}, APIs on 127.0.0.1:"
-                         f"{min(cloud.public_ports.values())}-{max(cloud.public_ports.values())}")
-    container, started = controller.start(config, cloud, keys, baked.tag)
-    try:
-        return _up_cloud(config, cloud, keys, chosen, container.name or "", started, node_started, baked.tag, start,
-                         mark, phases)
-    except BaseException:
-        if started:
-            # Nothing half-done: a controller this command started and that never got ready does not stay.
-            controller.stop(config)
-        raise
-
-
-def _up_cloud(
-    config: Config, cloud: CloudPlan, keys: secrets.CloudSecrets, chosen: tuple[Node, ...], name: str,
-    started: bool, node_started: bool, tag: str, start: float, mark: float, phases: dict[str, float],
-) -> UpResult:
-    conn = api.connect(cloud, keys)
-    try:
-        ready = api.wait_ready(conn, READY_TIMEOUT, lambda: controller.exited(config))
-    except WorkbenchError as exc:
-        raise CloudError(f"{exc}\n  the services' logs: {controller.log_dir(config)}; "
-                         f"the container's: `docker logs {name}`") from None
-    phases["controller ready"] = time.monotonic() - mark
-
-    mark = time.monotonic()
-    made = api.ensure_defaults(conn, cloud, keys, config.cloud.project)
-    phases["defaults"] = time.monotonic() - mark
-    for item in made:
-        progress.detail(f"made {item}")
-    # Every hypervisor of the inventory can join, a PC powered on by hand as much as a VM.
-    hypervisors.write_node_configs(config, cloud, keys)
-    registered: dict[str, float] = {}
-    if chosen:
+    # Nothing half-done: what this command started is undone (newest first) unless it all comes up.
+    with contextlib.ExitStack() as undo:
         mark = time.monotonic()
-        vms = hypervisors.boot(config, cloud, chosen)
+        node_started = _ensure_node(config, cloud)
+        phases["node"] = time.monotonic() - mark
+        if node_started:
+            undo.callback(node.stop, config)
+        undo.callback(hypervisors.stop_all, config)
 
-        def seen() -> set[str]:
-            # A new compute host is scheduled on once its cell knows it.
-            controller.discover_hosts(config)
-            return api.services(conn).hypervisors()
+        mark = time.monotonic()
+        baked = bake.bake_role(config, controller.ROLE)
+        phases["controller image"] = time.monotonic() - mark
 
-        took = hypervisors.wait_registered(config, cloud, vms, seen, REGISTER_TIMEOUT)
-        registered = {vm.name: (took[vm.name] if vm.started else 0.0) for vm in vms}
-        phases["hypervisors"] = time.monotonic() - mark
-    return UpResult(tag, started, node_started, tuple(made), registered, cloud.auth_url,
+        mark = time.monotonic()
+        progress.step(SCOPE, f"controller {baked.tag} on {cloud.controller}, APIs on 127.0.0.1:"
+                             f"{min(cloud.public_ports.values())}-{max(cloud.public_ports.values())}")
+        container, started = controller.start(config, cloud, keys, baked.tag)
+        if started:
+            undo.callback(controller.stop, config)
+        conn = api.connect(cloud, keys)
+        try:
+            ready = api.wait_ready(conn, READY_TIMEOUT, lambda: controller.exited(config))
+        except WorkbenchError as exc:
+            raise CloudError(f"{exc}\n  the services' logs: {controller.log_dir(config)}; "
+                             f"the container's: `docker logs {container.name}`") from None
+        phases["controller ready"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        made = api.ensure_defaults(conn, cloud, keys, config.cloud.project)
+        phases["defaults"] = time.monotonic() - mark
+        for item in made:
+            progress.detail(f"made {item}")
+        # Every hypervisor of the inventory can join, a PC powered on by hand as much as a VM.
+        hypervisors.write_node_configs(config, cloud, keys)
+        registered: dict[str, float] = {}
+        if chosen:
+            mark = time.monotonic()
+            booted = hypervisors.boot(config, cloud, chosen)
+
+            def seen() -> set[str]:
+                # A new compute host is scheduled on once its cell knows it.
+                controller.discover_hosts(config)
+                return api.services(conn).hypervisors()
+
+            took = hypervisors.wait_registered(config, cloud, booted, seen, REGISTER_TIMEOUT)
+            registered = {vm.name: (took[vm.name] if vm.started else 0.0) for vm in booted}
+            phases["hypervisors"] = time.monotonic() - mark
+        undo.pop_all()
+    return UpResult(baked.tag, started, node_started, tuple(made), registered, cloud.auth_url,
                     time.monotonic() - start, phases, dict(ready.seen))
 
 
