@@ -15,7 +15,7 @@ demo: setup
 	$(FAB) demo
 
 test: setup lint
-	$(PY) -m pytest -q --durations=15 tests/unit tests/integration tests/e2e
+	@./scripts/test-tiers.sh
 
 unit: setup
 	$(PY) -m pytest -q -m unit tests

@@ -26,7 +26,7 @@ from tests.support.config import REPO, config_data, write_config
 from workbench.cloud import controller, lab
 from workbench.core import config as wb_config
 from workbench.core import engine, ports
-from workbench.netboot import netns
+from workbench.netboot import netns, node
 
 pytestmark = pytest.mark.e2e
 
@@ -148,3 +148,17 @@ def test_second_up_changes_nothing_and_a_restart_keeps_the_data(cloud_up: dict[s
     restarted = json_of(fab("cloud.up", "--json", config=cloud_config, timeout=1800))
     assert restarted["controller_started"] is True and restarted["made"] == []
     assert openstack(cloud_config, "project", "show", "kept")["description"] == "made before a restart"
+
+
+def test_down_purge_leaves_no_password_behind(cloud_up: dict[str, Any], cloud_config: Path) -> None:
+    """Last in the module: the hypervisors' files hold passwords too, and a purge removes them with the rest."""
+    config = wb_config.load(cloud_config)
+    served = sorted(p.name for p in node.cloud_config_dir(config).glob("*.json"))
+    assert served == ["hv1.lab.wpdn.json", "hv2.lab.wpdn.json"]
+    down = json_of(fab("cloud.down", "--purge", "--json", config=cloud_config, timeout=300))
+    purged = " ".join(down["purged"])
+    assert "hv1.lab.wpdn's cloud configuration" in purged and "the cloud's passwords" in purged
+    assert list(node.cloud_config_dir(config).glob("*.json")) == []
+    assert not (config.state_dir / "cloud" / "secrets.json").exists()
+    assert not controller.controller_dir(config).exists() and controller.find(config) is None
+    assert not netns.exists(netns.namespace_name(config.prefix))

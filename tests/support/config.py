@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tomllib
 from collections.abc import Iterable
@@ -18,9 +19,18 @@ def config_data(prefix: str, state: Path, **sections: dict[str, Any]) -> dict[st
     """The repo's workbench.toml with the test's prefix and state, and `sections` merged in."""
     data = tomllib.loads((REPO / "workbench.toml").read_text())
     data["workbench"] = {**data["workbench"], "prefix": prefix, "state_dir": str(state), "checkout": str(REPO)}
+    # Sessions run side by side (scripts/test-tiers.sh, the background qemu bakes), each with a
+    # package cache of its own: a port per prefix keeps two caches starting at once from both
+    # finding the configured port free and racing for it.
+    data["cache"] = {**data.get("cache", {}), "port": cache_port(prefix)}
     for name, body in sections.items():
         data[name] = {**data.get(name, {}), **body}
     return data
+
+
+def cache_port(prefix: str) -> int:
+    """A package cache port for the prefix, in 10000-29999 (apt-cacher-ng binds no port above 32767)."""
+    return 10000 + int(hashlib.sha256(prefix.encode()).hexdigest(), 16) % 20000
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:

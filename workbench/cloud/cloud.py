@@ -271,6 +271,10 @@ def down(config: Config, purge: bool = False) -> DownResult:
             purged.append(f"the controller's settings, databases, images and keys: {data}")
         if secrets.remove(config):
             purged.append(f"the cloud's passwords: {secrets.secrets_path(config)}")
+        # Each hypervisor's file holds the compute services' passwords: a purged cloud leaves none.
+        for path in sorted(node.cloud_config_dir(config).glob("*.json")):
+            path.unlink()
+            purged.append(f"{path.stem}'s cloud configuration: {path}")
         log = node_log(config)
         if log.exists():
             os.unlink(log)
