@@ -66,7 +66,8 @@ def cloud_config(wb_prefix: str, wb_state: Path, base_image: Any) -> Path:
 @pytest.fixture(scope="module")
 def cloud_up(cloud_config: Path) -> Iterator[dict[str, Any]]:
     try:
-        yield json_of(fab("cloud.up", "--json", config=cloud_config, timeout=2400))
+        # From nothing: the live image, the controller bake and its first start, beside the other tiers.
+        yield json_of(fab("cloud.up", "--json", config=cloud_config, timeout=3600))
     finally:
         fab("cloud.down", "--purge", config=cloud_config, timeout=300)
 
