@@ -564,8 +564,9 @@ def cloud_openrc(c, member=False, inventory=""):
         print(f"export {name}={shlex.quote(value)}")
 
 
-@wb(name="down", help={"purge": "also delete the cloud's databases, images, keys and passwords (the hypervisors' files too)",
-                       "json": "print JSON"})
+@wb(name="down", help={
+    "purge": "also delete the cloud's databases, images, keys and passwords (the hypervisors' files too)",
+    "json": "print JSON"})
 def cloud_down(c, purge=False, json=False):
     """Stop the controller and the networking node; the cloud's data stays unless --purge."""
     from workbench.cloud import cloud
