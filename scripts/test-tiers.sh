@@ -19,8 +19,12 @@ out=.workbench/test-cloud-tier.out
 mkdir -p .workbench
 
 # Its own process group: an interrupted `make test` interrupts the whole session (pytest, fab, qemu),
-# and SIGINT lets pytest and fab clean up as they do on Ctrl-C.
-setsid "$PY" -m pytest -q --durations=10 -p no:cacheprovider "${CLOUD_TIER[@]}" >"$out" 2>&1 &
+# and SIGINT lets pytest and fab clean up as they do on Ctrl-C. A non-interactive shell starts
+# its background jobs with SIGINT ignored, and an ignored signal stays ignored across exec:
+# the session is started with it set back to its default first.
+setsid "$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]])' \
+    -q --durations=10 -p no:cacheprovider "${CLOUD_TIER[@]}" >"$out" 2>&1 &
 cloud=$!
 stop_cloud() { kill -INT -- "-$cloud" 2>/dev/null; wait "$cloud"; }
 trap 'stop_cloud; exit 130' INT TERM

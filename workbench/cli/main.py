@@ -4,6 +4,7 @@ workbench's own global options (`--progress`, `--verbose`)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -141,7 +142,21 @@ def make_program() -> WorkbenchFab:
     )
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (`kill`, a supervisor's stop, a CI timeout) gets what Ctrl-C gets: the task
+    undoes what it started (daemons, containers, VMs) instead of dying with them left running."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # A second SIGTERM during that clean-up must not cut it short. Not SIG_IGN: an ignored
+        # signal stays ignored in every program the clean-up runs.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
+    interrupt_on_sigterm()
     try:
         try:
             make_program().run()
