@@ -1,9 +1,11 @@
 """`fab cloud.up / status / openrc / down`: the homelab cloud composed from its parts.
 
 Up, in order: the networking node (in the background, as `fab netboot.serve`
-would run it, so that it outlives the command), the controller (baked if no
-accepted image has the current inputs, started unless it already runs that
-image with these settings), its readiness, then what a new cloud has. Each
+would run it, so that it outlives the command), each hypervisor's file and the
+`--vms` VMs powered on (they boot while the rest comes up), the controller
+(baked if no accepted image has the current inputs, started unless it already
+runs that image with these settings), its readiness, what a new cloud has, and
+the VMs registered in nova. Each
 part that already runs as wanted is left alone: a second `cloud.up` changes
 nothing. Down stops the controller cleanly and the node, and keeps the cloud's
 data and passwords unless asked to purge them.
@@ -116,7 +118,14 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
         phases["node"] = time.monotonic() - mark
         if node_started:
             undo.callback(node.stop, config)
+        # Every hypervisor of the inventory can join, a PC powered on by hand as much as a VM.
+        hypervisors.write_node_configs(config, cloud, keys)
+        # Powered on before the controller is baked and started: they netboot and configure
+        # meanwhile, and nova-compute waits for the controller (systemd restarts it if it waits
+        # longer than its start timeout).
         undo.callback(hypervisors.stop_all, config)
+        booted = hypervisors.boot(config, cloud, chosen) if chosen else []
+        powered_on = time.monotonic()
 
         mark = time.monotonic()
         baked = bake.bake_role(config, controller.ROLE)
@@ -141,19 +150,16 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
         phases["defaults"] = time.monotonic() - mark
         for item in made:
             progress.detail(f"made {item}")
-        # Every hypervisor of the inventory can join, a PC powered on by hand as much as a VM.
-        hypervisors.write_node_configs(config, cloud, keys)
         registered: dict[str, float] = {}
-        if chosen:
+        if booted:
             mark = time.monotonic()
-            booted = hypervisors.boot(config, cloud, chosen)
 
             def seen() -> set[str]:
                 # A new compute host is scheduled on once its cell knows it.
                 controller.discover_hosts(config)
                 return api.services(conn).hypervisors()
 
-            took = hypervisors.wait_registered(config, cloud, booted, seen, REGISTER_TIMEOUT)
+            took = hypervisors.wait_registered(config, cloud, booted, seen, REGISTER_TIMEOUT, powered_on)
             registered = {vm.name: (took[vm.name] if vm.started else 0.0) for vm in booted}
             phases["hypervisors"] = time.monotonic() - mark
         undo.pop_all()

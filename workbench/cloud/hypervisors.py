@@ -112,9 +112,11 @@ def boot(config: Config, plan: CloudPlan, nodes: tuple[Node, ...]) -> list[Boote
 
 
 def wait_registered(
-    config: Config, plan: CloudPlan, vms: list[BootedVM], registered: Callable[[], set[str]], timeout: float
+    config: Config, plan: CloudPlan, vms: list[BootedVM], registered: Callable[[], set[str]], timeout: float,
+    powered_on: float,
 ) -> dict[str, float]:
-    """Seconds until nova reports each VM's compute service up; CloudError naming the first that does not."""
+    """Seconds from `powered_on` (monotonic) until nova reports each VM's compute service up; CloudError
+    naming the first that does not within `timeout` seconds of this call."""
     start = time.monotonic()
     seen: dict[str, float] = {}
     state = node.node_dir(config)
@@ -122,8 +124,9 @@ def wait_registered(
         up = registered()
         for vm in vms:
             if vm.name in up and vm.name not in seen:
-                seen[vm.name] = time.monotonic() - start
-                progress.step("cloud", f"{vm.name} registered in nova and placement after {seen[vm.name]:.0f}s")
+                seen[vm.name] = time.monotonic() - powered_on
+                progress.step("cloud", f"{vm.name} registered in nova and placement {seen[vm.name]:.0f}s "
+                                       "after its power-on")
         if len(seen) == len(vms):
             break
         lines = {t.node.name: t for t in timeline.build(plan.inventory, state)}
