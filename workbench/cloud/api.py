@@ -69,6 +69,9 @@ def connect(plan: CloudPlan, secrets: CloudSecrets, *, member: bool = False, pro
         interface="public",
         identity_api_version="3",
         api_timeout=30,
+        # uwsgi closes idle keep-alive connections: the next request on a pooled one fails
+        # ("Remote end closed connection without response") and must be sent again.
+        connect_retries=3,
     )
 
 
@@ -314,15 +317,39 @@ def delete_image(conn: Connection, image_id: str) -> None:
     conn.image.delete_image(image_id, ignore_missing=True)
 
 
-def boot_server(conn: Connection, name: str, image_id: str, flavor: str, network: str) -> str:
+def boot_server(conn: Connection, name: str, image_id: str, flavor: str, network: str,
+                security_groups: tuple[str, ...] = ("default",)) -> str:
     """Ask nova for a server; its id (it is BUILD until `wait_active`)."""
     found = conn.compute.find_flavor(flavor)
     net = conn.network.find_network(network)
     if found is None or net is None:
         raise CloudError(f"the cloud has no flavor {flavor!r} or no network {network!r}: run `fab cloud.up` first")
     server = conn.compute.create_server(name=name, image_id=image_id, flavor_id=found.id,
-                                        networks=[{"uuid": net.id}])
+                                        networks=[{"uuid": net.id}],
+                                        security_groups=[{"name": group} for group in security_groups])
     return str(server.id)
+
+
+def open_port(conn: Connection, name: str, port: int, source: str) -> str:
+    """A security group `name` that lets TCP `port` in from `source` (a CIDR); its id."""
+    group = conn.network.create_security_group(name=name, description=f"tcp/{port} from {source} (fab cloud.test)")
+    conn.network.create_security_group_rule(security_group_id=group.id, direction="ingress", ethertype="IPv4",
+                                            protocol="tcp", port_range_min=port, port_range_max=port,
+                                            remote_ip_prefix=source)
+    return str(group.id)
+
+
+def delete_security_group(conn: Connection, group_id: str, timeout: float = 60) -> None:
+    """Delete the group once neutron has let go of the deleted server's port (409 until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.network.delete_security_group(group_id, ignore_missing=True)
+            return
+        except openstack.exceptions.ConflictException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 @dataclass(frozen=True)

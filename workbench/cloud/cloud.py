@@ -154,10 +154,15 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
         if booted:
             mark = time.monotonic()
 
+            mapped: set[str] = set()
+
             def seen() -> set[str]:
-                # A new compute host is scheduled on once its cell knows it.
-                controller.discover_hosts(config)
-                return api.services(conn).hypervisors()
+                # Registered: its compute service up and its host mapped into the cell (schedulable).
+                nonlocal mapped
+                up = api.services(conn).hypervisors()
+                if up - mapped:
+                    mapped = controller.map_hosts(config)
+                return up & mapped
 
             took = hypervisors.wait_registered(config, cloud, booted, seen, REGISTER_TIMEOUT, powered_on)
             registered = {vm.name: (took[vm.name] if vm.started else 0.0) for vm in booted}
@@ -292,4 +297,8 @@ def smoke_test(config: Config, inventory: str = "") -> smoke.SmokeResult:
     keys = secrets.load(config)
     if keys is None or controller.state(config) is None:
         raise CloudError("no cloud is up: run `fab cloud.up --vms 1` (or power on a hypervisor PC) first")
-    return smoke.run_test(config, plan(config, inventory), keys)
+    try:
+        return smoke.run_test(config, plan(config, inventory), keys)
+    except api.NOT_YET as exc:
+        raise CloudError(f"cloud test: the cloud's API failed: {api.short_error(exc)} (`fab cloud.status`; the "
+                         f"services' logs: {controller.log_dir(config)})") from None

@@ -216,13 +216,27 @@ def stop(config: Config) -> bool:
     return True
 
 
-def discover_hosts(config: Config) -> None:
-    """Map new compute hosts into the cell (nova-manage cell_v2 discover_hosts, as DevStack runs it)."""
+def map_hosts(config: Config) -> set[str]:
+    """Map new compute hosts into the cell (`nova-manage cell_v2 discover_hosts`, as DevStack runs
+    it) and return every host the cell knows: nova schedules onto those only ("not mapped to any
+    cell" otherwise), and a host is mapped only once its compute node exists, after its service is up."""
+    _nova_manage(config, "discover_hosts")
+    hosts = set()
+    for line in _nova_manage(config, "list_hosts").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        # | Cell Name | Cell UUID | Hostname |: the heading's row names no host.
+        if line.startswith("|") and len(cells) == 3 and cells[2] != "Hostname":
+            hosts.add(cells[2])
+    return hosts
+
+
+def _nova_manage(config: Config, command: str) -> str:
     container = find(config)
     if container is None:
         raise CloudError("the controller container is gone")
-    code, out = container.exec_run(["nova-manage", "cell_v2", "discover_hosts"], user="nova")
+    code, out = container.exec_run(["nova-manage", "cell_v2", command], user="nova")
+    text = out.decode(errors="replace")
     if code != 0:
-        text = out.decode(errors="replace").strip().splitlines()[-5:]
-        raise CloudError("nova-manage cell_v2 discover_hosts failed in the controller:\n"
-                         + "\n".join(f"  | {line}" for line in text))
+        raise CloudError(f"nova-manage cell_v2 {command} failed in the controller:\n"
+                         + "\n".join(f"  | {line}" for line in text.strip().splitlines()[-5:]))
+    return text

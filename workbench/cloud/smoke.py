@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from workbench.cloud import api
+from workbench.cloud import api, controller
 from workbench.cloud import secrets as cloud_secrets
 from workbench.cloud.lab import CloudPlan
 from workbench.core import progress, run
@@ -128,19 +128,26 @@ def run_test(config: Config, plan: CloudPlan, keys: cloud_secrets.CloudSecrets) 
     phases: dict[str, float] = {}
     conn = api.connect(plan, keys, member=True, project=config.cloud.project)
     admin = api.connect(plan, keys)
-    if not api.services(admin).hypervisors():
+    up = api.services(admin).hypervisors()
+    if not up:
         raise CloudError("no hypervisor is registered in nova: boot one (`fab cloud.up --vms 1`, or power on a PC "
                          "of the inventory) and see `fab cloud.status`")
+    # A PC powered on by hand registered without `cloud.up` watching: map it into the cell first.
+    if not up & controller.map_hosts(config):
+        raise CloudError(f"{', '.join(sorted(up))}: compute up but not mapped into nova's cell yet (its compute "
+                         "node is not recorded): try again in a minute; `fab cloud.status`")
     token = secrets.token_hex(4)
     name = f"smoke-{token}"
     image = make_image(config)
     mark = time.monotonic()
     image_id = api.upload_image(conn, name, image, {"workbench_smoke": token})
     phases["upload"] = time.monotonic() - mark
-    server_id = ""
+    server_id = group_id = ""
     try:
+        # The project's default group lets in SSH and ping only: the test's own opens HTTP from the lab LAN.
+        group_id = api.open_port(conn, name, 80, plan.inventory.network.subnet)
         mark = time.monotonic()
-        server_id = api.boot_server(conn, name, image_id, FLAVOR, api.PROVIDER_NETWORK)
+        server_id = api.boot_server(conn, name, image_id, FLAVOR, api.PROVIDER_NETWORK, ("default", name))
         progress.step(SCOPE, f"server {name} asked for ({FLAVOR}, image {image.name})")
         state = _wait(lambda: _active(conn, server_id), ACTIVE_TIMEOUT, f"server {name} ACTIVE")
         phases["active"] = time.monotonic() - mark
@@ -155,13 +162,31 @@ def run_test(config: Config, plan: CloudPlan, keys: cloud_secrets.CloudSecrets) 
         mark = time.monotonic()
         answer = _wait(lambda: _answer(config, address), ANSWER_TIMEOUT, f"{name} answering on http://{address}/")
         phases["answered"] = time.monotonic() - mark
-    finally:
-        mark = time.monotonic()
+    except BaseException:
+        _clean_up(conn, name, server_id, group_id, image_id, failed=True)
+        raise
+    mark = time.monotonic()
+    _clean_up(conn, name, server_id, group_id, image_id, failed=False)
+    phases["deleted"] = time.monotonic() - mark
+    return SmokeResult(name, where, address, answer, True, time.monotonic() - start, phases)
+
+
+def _clean_up(conn: api.Connection, name: str, server_id: str, group_id: str, image_id: str, failed: bool) -> None:
+    """The test's server, security group and image go whatever happened; when the test already
+    failed, a failed clean-up is said but the test's own error stays the one reported."""
+    try:
         if server_id:
             api.delete_server(conn, server_id)
+        if group_id:
+            api.delete_security_group(conn, group_id)
         api.delete_image(conn, image_id)
-        phases["deleted"] = time.monotonic() - mark
-    return SmokeResult(name, where, address, answer, True, time.monotonic() - start, phases)
+    except api.NOT_YET as exc:
+        leftover = CloudError(f"{SCOPE}: could not delete server {name}, its security group or its image "
+                              f"({api.short_error(exc)}): `openstack server delete {name}; openstack security group "
+                              f"delete {name}; openstack image delete {name}` once the API answers")
+        if not failed:
+            raise leftover from None
+        progress.detail(str(leftover))
 
 
 def _active(conn: api.Connection, server_id: str) -> api.ServerState | None:

@@ -58,7 +58,11 @@ def persist(source, name, report):
     server = source.split(":", 1)[0]
     # No mount.nfs helper in the image: the kernel takes the options as text itself.
     own = net_conf().get("IPV4ADDR", "0.0.0.0")
-    options = f"vers=4.1,proto=tcp,soft,timeo=100,retrans=2,addr={server},clientaddr={own}"
+    # hard: a hypervisor's instances live here (their disks are loop devices on these files), and a
+    # soft mount turns a slow answer from the node into I/O errors inside a running server (seen
+    # with timeo=100 on a loaded host: the server's file system aborted its journal). A node that
+    # goes away stalls what writes here until it is back, as any NFS-backed VM storage does.
+    options = f"vers=4.1,proto=tcp,hard,timeo=600,addr={server},clientaddr={own}"
     try:
         done = subprocess.run(
             ["mount", "-t", "nfs4", "-o", options, source, target], capture_output=True, text=True, timeout=60
