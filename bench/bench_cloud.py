@@ -81,7 +81,12 @@ def main() -> int:
     parser.add_argument("--skip-cold", action="store_true", help="reuse --keep's state instead of starting cold")
     parser.add_argument("--keep", type=Path, default=None, help="a state directory to use and keep")
     args = parser.parse_args()
-    prefix = f"wbbench-{secrets.token_hex(3)}"
+    kept = args.keep / "workbench.toml" if args.keep else None
+    # A kept state keeps its prefix too: its images are what makes the next run warm.
+    if kept is not None and kept.is_file():
+        prefix = tomllib.loads(kept.read_text())["workbench"]["prefix"]
+    else:
+        prefix = f"wbbench-{secrets.token_hex(3)}"
     state = args.keep or Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     state.mkdir(parents=True, exist_ok=True)
     cfg = wb_config.load(bench_config(args.config.resolve(), prefix, state))
