@@ -211,12 +211,18 @@ def _answer(config: Config, address: str) -> str | None:
 
 
 def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `check` until it returns something; an API call that fails or times out on the way
+    (a loaded controller's RPC to the hypervisor) is asked again, and named if time runs out."""
     deadline = time.monotonic() + timeout
+    last = ""
     while True:
-        found = check()
+        try:
+            found = check()
+        except api.NOT_YET as exc:
+            found, last = None, f" (last answer: {api.short_error(exc)})"
         if found is not None:
             return found
         if time.monotonic() > deadline:
-            raise CloudError(f"{SCOPE}: {what}: not within {timeout:.0f}s")
+            raise CloudError(f"{SCOPE}: {what}: not within {timeout:.0f}s{last}")
         progress.activity(f"waiting for {what}")
         time.sleep(3.0)
