@@ -122,7 +122,11 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None, inter
         dns = stack.enter_context(dnsmasq.serving(inv, plan, lab.name))
         pids = {"http": http.pid, "nfs": persist.pid, "dnsmasq": dns.pid}
         record = {"netns": lab.name, "pids": pids, "serve": os.getpid(), "interface": interface}
-        _state_file(config).write_text(json.dumps(record))
+        # Whole or not at all: `cloud.up` polls this file while the node starts, and once read it
+        # empty (written but not yet filled) and failed on it.
+        partial = _state_file(config).with_suffix(".partial")
+        partial.write_text(json.dumps(record))
+        partial.replace(_state_file(config))
         stack.callback(_state_file(config).unlink, missing_ok=True)
         yield Running(inv, live, lab, state, pids, lan)
 
