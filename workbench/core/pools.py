@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.core import secrets
+from workbench.core import files, secrets
 from workbench.core.config import Config, Pool
 from workbench.core.errors import ConfigError
 
@@ -143,12 +143,8 @@ def write(config: Config, role: str, environment: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     env_lines = "".join(f"{k}={_quote(v)}\n" for k, v in sorted(environment_variables(document).items()))
     for name, text in ((FILE, json.dumps(document, indent=2, sort_keys=True) + "\n"), (ENV_FILE, env_lines)):
-        # Replaced, never rewritten in place: a running container sees either
-        # the old file or the new one, not half of it.
-        partial = directory / f".{name}.partial"
-        partial.write_text(text)
-        partial.chmod(0o644)
-        partial.replace(directory / name)
+        # Replaced, never rewritten in place: a running container reads it (0644: as its service's user).
+        files.write_whole(directory / name, text, 0o644)
     passwords = secrets_document(config, role, environment)
     if passwords["pools"]:
         # Root only, on the host and in the container: the role's start hook hands it to its service's user.

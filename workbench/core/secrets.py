@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from workbench.core import files
 from workbench.core.config import Config
 from workbench.core.errors import ConfigError
 
@@ -44,11 +44,7 @@ def _locked(folder: Path) -> Iterator[None]:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner can read, replacing it whole."""
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    partial.replace(path)
+    files.write_whole(path, data, 0o600)
 
 
 def password(config: Config, env: str, name: str) -> str:

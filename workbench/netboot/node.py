@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from workbench.core import progress, run
+from workbench.core import files, progress, run
 from workbench.core.config import Config
 from workbench.netboot import boot, dnsmasq, httpserve, netns, nfs, uplink
 from workbench.netboot.artifacts import LiveImage, require_live
@@ -124,9 +124,7 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None, inter
         record = {"netns": lab.name, "pids": pids, "serve": os.getpid(), "interface": interface}
         # Whole or not at all: `cloud.up` polls this file while the node starts, and once read it
         # empty (written but not yet filled) and failed on it.
-        partial = _state_file(config).with_suffix(".partial")
-        partial.write_text(json.dumps(record))
-        partial.replace(_state_file(config))
+        files.write_whole(_state_file(config), json.dumps(record))
         stack.callback(_state_file(config).unlink, missing_ok=True)
         yield Running(inv, live, lab, state, pids, lan)
 

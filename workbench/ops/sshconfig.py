@@ -20,6 +20,7 @@ from pathlib import Path
 from workbench.core import pools
 from workbench.core.config import Config
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.files import write_whole
 
 JUMPBOX_ROLE = "jumpbox"
 DEFAULT_USER = "ops"
@@ -160,8 +161,5 @@ def render(
 
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.chmod(0o600)
-    partial.replace(path)
+    write_whole(path, text, 0o600)
     return path

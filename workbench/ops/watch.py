@@ -33,6 +33,7 @@ from workbench.core import config as config_mod
 from workbench.core import progress
 from workbench.core.config import Config
 from workbench.core.errors import ConfigError, WorkbenchError
+from workbench.core.files import write_whole
 from workbench.core.inputs import hash_inputs
 from workbench.ops.gitmirror import Commit, Mirror, resolve_source
 from workbench.release import backup
@@ -152,9 +153,7 @@ class State:
             ) from None
 
     def save(self, path: Path) -> None:
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
-        partial.replace(path)
+        write_whole(path, json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
 
 
 def watch_dir(config: Config) -> Path:

@@ -42,6 +42,7 @@ from workbench.core import config as config_mod
 from workbench.core import engine, progress
 from workbench.core.config import Config, Environment, Role
 from workbench.core.errors import BackupError, ConfigError, DeployFailed
+from workbench.core.files import write_whole
 from workbench.release import docker as docker_target
 from workbench.release import ledger, releases
 from workbench.release.ledger import Release
@@ -203,11 +204,7 @@ def _free_name(folder: Path, stem: str) -> Path:
 
 def _write_manifest(path: Path, made: Backup) -> None:
     manifest = _manifest_path(path)
-    partial = manifest.with_name(f".{manifest.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(made.to_dict(), indent=2, sort_keys=True) + "\n")
-    partial.replace(manifest)
+    write_whole(manifest, json.dumps(made.to_dict(), indent=2, sort_keys=True) + "\n", 0o600)
 
 
 def _serving(led: ledger.Ledger, environment: Environment, role: Role) -> Release:

@@ -32,6 +32,7 @@ from workbench.build import salt, streams, verify
 from workbench.core import engine, naming, pools, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import CommandFailed, ConfigError, EngineUnavailable, SandboxError
+from workbench.core.files import write_whole
 from workbench.sandbox import image as sandbox_image
 from workbench.sandbox import provision as sandbox_provision
 from workbench.sandbox.provision import GUEST, VM_UNIT
@@ -161,10 +162,7 @@ def network_name(config: Config) -> str:
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    partial.chmod(mode)
-    partial.replace(path)
+    write_whole(path, text, mode)
 
 
 def vagrantfile_dir(config: Config) -> Path:

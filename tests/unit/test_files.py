@@ -1,0 +1,174 @@
+"""`workbench.core.files.write_whole`: a file replaced whole, with its mode, leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workbench.core import secrets
+from workbench.core.files import write_whole
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def own_partial(path: Path) -> Path:
+    """The partial file this thread's `write_whole(path, ...)` uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.partial")
+
+
+def partials(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".partial"))
+
+
+def test_new_file_bytes_and_text(tmp_path: Path) -> None:
+    write_whole(tmp_path / "a.bin", b"\x00\xffdata")
+    write_whole(tmp_path / "a.txt", "line one\nline two\n")
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\xffdata"
+    assert (tmp_path / "a.txt").read_text() == "line one\nline two\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.txt"]
+
+
+def test_content_is_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("a much longer old content than the new one\n" * 10)
+    write_whole(path, "{}\n")
+    assert path.read_text() == "{}\n"
+    assert partials(tmp_path) == []
+
+
+def test_replaced_not_rewritten_in_place(tmp_path: Path) -> None:
+    # A reader holding the old file open keeps reading the old content.
+    path = tmp_path / "node.json"
+    path.write_text("old")
+    with path.open() as reader:
+        write_whole(path, "new")
+        assert reader.read() == "old"
+    assert path.read_text() == "new"
+
+
+def test_default_mode_follows_umask(tmp_path: Path, umask_022: None) -> None:
+    write_whole(tmp_path / "plain", "x")
+    assert mode_of(tmp_path / "plain") == 0o644
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o400])
+def test_mode_applied(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "file"
+    path.write_text("old")
+    path.chmod(0o666)
+    write_whole(path, "new", mode)
+    assert mode_of(path) == mode
+    assert path.read_text() == "new"
+
+
+def test_mode_is_not_narrowed_by_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        write_whole(tmp_path / "shared", "x", 0o644)
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / "shared") == 0o644
+
+
+def test_private_from_creation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: None) -> None:
+    # The partial file already has the mode when the data goes in, not only after the rename.
+    seen: list[int] = []
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Path) -> Path:
+        seen.append(mode_of(self))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    write_whole(tmp_path / "key.pem", b"secret", 0o600)
+    assert seen == [0o600]
+
+
+def test_failed_write_leaves_old_file_and_no_partial(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text("old\n")
+    path.chmod(0o600)
+    with pytest.raises(UnicodeEncodeError):
+        write_whole(path, "cannot be encoded: \udcff", 0o600)  # fails while writing, after the partial file is made
+    assert path.read_text() == "old\n"
+    assert mode_of(path) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config"]
+
+
+def test_interrupted_write_leaves_no_partial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"old")
+
+    def interrupted(fd: int, mode: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fchmod", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_whole(path, b"new", 0o600)
+    assert path.read_bytes() == b"old"
+    assert partials(tmp_path) == []
+
+
+def test_failed_rename_leaves_no_partial(tmp_path: Path) -> None:
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "inside").write_text("kept")
+    with pytest.raises(OSError):
+        write_whole(target, "data")
+    assert (target / "inside").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        write_whole(tmp_path / "absent" / "file", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_partial_of_a_killed_writer(tmp_path: Path) -> None:
+    # Left with a wide mode by an earlier writer that had the same pid: not reused as it is.
+    path = tmp_path / "secret"
+    write_whole(path, b"first", 0o600)
+    own = own_partial(path)
+    own.write_bytes(b"half")
+    own.chmod(0o666)
+    write_whole(path, b"second", 0o600)
+    assert path.read_bytes() == b"second"
+    assert mode_of(path) == 0o600
+    assert partials(tmp_path) == []
+
+
+def test_partial_is_never_a_symlink_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    path = tmp_path / "out"
+    own_partial(path).symlink_to(victim)
+    write_whole(path, "data", 0o600)
+    assert victim.read_text() == "untouched"
+    assert path.read_text() == "data" and not path.is_symlink()
+
+
+def test_write_private(tmp_path: Path, umask_022: None) -> None:
+    path = tmp_path / "passwords.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    secrets.write_private(path, b'{"db": "x"}\n')
+    assert path.read_bytes() == b'{"db": "x"}\n'
+    assert mode_of(path) == 0o600
+    assert partials(tmp_path) == []

@@ -1,0 +1,42 @@
+"""Files written whole: a reader sees the old content or the new, never part of it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+
+def write_whole(path: Path, data: bytes | str, mode: int | None = None) -> None:
+    """Replace `path` with `data` in one step.
+
+    Other processes read these files while they are being written (`cloud.up`
+    polls the netboot node's state file, containers read their rendered pools,
+    ssh reads its configuration): written in place, a reader could find the file
+    empty or cut short. The data goes to a hidden partial file next to `path`,
+    on the same filesystem, which is then renamed onto it. A failure leaves
+    `path` as it was and removes the partial file.
+
+    `mode`, when given, is the file's mode from the moment it exists (a secret
+    is never readable by others, even half-written), whatever the umask; without
+    it the file is made as `Path.write_text` makes one. A `str` is written as
+    `Path.write_text` writes it too, in the default encoding the readers'
+    `read_text()` uses.
+    """
+    # Unique per writer: two processes (or threads) writing the same file must not share a partial file.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.partial")
+    # Left by a killed writer whose pid this one has been given again.
+    partial.unlink(missing_ok=True)
+    # O_EXCL: a new file of this process's own, never one (or a symlink) someone else put there.
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as out:
+            if mode is not None:
+                os.fchmod(out.fileno(), mode)  # the umask narrowed the mode given to os.open
+            out.write(data)
+        partial.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error that got us here is the one to report
+            partial.unlink()
+        raise
