@@ -1,11 +1,12 @@
 """`fab cloud.up / status / openrc / down`: the homelab cloud composed from its parts.
 
-Up, in order: the networking node (in the background, as `fab netboot.serve`
-would run it, so that it outlives the command), each hypervisor's file and the
-`--vms` VMs powered on (they boot while the rest comes up), the controller
-(baked if no accepted image has the current inputs, started unless it already
-runs that image with these settings), its readiness, what a new cloud has, and
-the VMs registered in nova. Each
+Up, in order: the controller's bake starts in the background (a cache hit
+when its inputs have not changed); the networking node (in the background, as
+`fab netboot.serve` would run it, so that it outlives the command, after the
+live image it serves is built), each hypervisor's file and the `--vms` VMs
+powered on (they boot while the rest comes up); then the controller, once
+baked (started unless it already runs that image with these settings), its
+readiness, what a new cloud has, and the VMs registered in nova. Each
 part that already runs as wanted is left alone: a second `cloud.up` changes
 nothing. Down stops the controller cleanly and the node, and keeps the cloud's
 data and passwords unless asked to purge them.
@@ -18,6 +19,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,6 +100,27 @@ def _ensure_node(config: Config, cloud: CloudPlan) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _baking_controller(config: Config) -> Iterator[Future[bake.BakeResult]]:
+    """The controller's bake, running while the node's live image builds and the VMs boot.
+
+    Neither needs the other, and on two cores each leaves the processor idle while it waits
+    for packages, Packer or the engine: overlapped, they cost the longer one plus a share,
+    not the sum. If the block fails (or is interrupted), the bake is interrupted too and
+    waited for, so that its Packer cleans up before the command ends.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="controller-bake")
+    future = pool.submit(bake.bake_role, config, controller.ROLE)
+    try:
+        yield future
+    except BaseException:
+        if not future.done():
+            run.interrupt_streams()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
     start = time.monotonic()
     phases: dict[str, float] = {}
@@ -113,6 +137,8 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
 
     # Nothing half-done: what this command started is undone (newest first) unless it all comes up.
     with contextlib.ExitStack() as undo:
+        baking_since = time.monotonic()
+        baking = undo.enter_context(_baking_controller(config))
         mark = time.monotonic()
         node_started = _ensure_node(config, cloud)
         phases["node"] = time.monotonic() - mark
@@ -127,9 +153,8 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
         booted = hypervisors.boot(config, cloud, chosen) if chosen else []
         powered_on = time.monotonic()
 
-        mark = time.monotonic()
-        baked = bake.bake_role(config, controller.ROLE)
-        phases["controller image"] = time.monotonic() - mark
+        baked = baking.result()
+        phases["controller image"] = time.monotonic() - baking_since
 
         mark = time.monotonic()
         progress.step(SCOPE, f"controller {baked.tag} on {cloud.controller}, APIs on 127.0.0.1:"
