@@ -26,6 +26,17 @@ hypervisor-packages:
       - sudo
     - install_recommends: False
 
+# The agent's ARP protection deletes ebtables rules with --among-src, which the nf_tables
+# ebtables (Debian's default) refuses ("RULE_DELETE failed (Invalid argument)"): the agent
+# then retries forever and never reports a guest's port up. The legacy one takes them.
+# (cmd.run: Salt's alternatives module does not load in the live image's chroot.)
+ebtables-legacy:
+  cmd.run:
+    - name: update-alternatives --set ebtables /usr/sbin/ebtables-legacy
+    - unless: "readlink -f /usr/sbin/ebtables | grep -qx /usr/sbin/ebtables-legacy"
+    - require:
+      - pkg: hypervisor-packages
+
 # The packages enable their services for boot; here nothing of the cloud starts at
 # boot on its own: workbench-cloud starts them once their configuration is in place.
 {% for unit in compute_services + ['libvirt-guests'] %}

@@ -3,9 +3,11 @@
 One cloud for the module (its first start makes the databases: minutes on 2
 cores): the networking node in the session's namespace, the controller baked
 from salt/controller (a cache hit when tests/e2e/test_bake.py baked it first),
-on loopback ports no one else uses. The tests read it through `fab` and the
-`openstack` command, as a user would; the last one restarts it on its data.
-Everything goes at the end, data and passwords too (`cloud.down --purge`).
+on loopback ports no one else uses, and one netbooted hypervisor VM (hv1,
+qemu under software emulation, libvirt's lxc driver for its servers). The
+tests read it through `fab` and the `openstack` command, as a user would;
+the last ones restart the controller on its data. Everything goes at the end,
+data and passwords too (`cloud.down --purge`).
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def cloud_config(wb_prefix: str, wb_state: Path, base_image: Any) -> Path:
 @pytest.fixture(scope="module")
 def cloud_up(cloud_config: Path) -> Iterator[dict[str, Any]]:
     try:
-        # From nothing: the live image, the controller bake and its first start, beside the other tiers.
-        yield json_of(fab("cloud.up", "--json", config=cloud_config, timeout=3600))
+        # From nothing: the live image and the controller bake side by side, hv1 booting while the
+        # controller makes its databases; beside the other tiers.
+        yield json_of(fab("cloud.up", "--vms", "1", "--json", config=cloud_config, timeout=3600))
     finally:
         fab("cloud.down", "--purge", config=cloud_config, timeout=300)
 
@@ -100,6 +103,10 @@ def test_up_brings_a_working_controller(cloud_up: dict[str, Any], cloud_config: 
     assert {s["name"] for s in status["compute"] if s["up"]} >= {"nova-conductor", "nova-scheduler"}
     assert {s["name"] for s in status["agents"] if s["up"]} >= {"Linux bridge agent", "DHCP agent", "Metadata agent"}
     assert [h["name"] for h in status["hypervisors"]] == ["hv1.lab.wpdn", "hv2.lab.wpdn"]
+    # hv1 netbooted, fetched its file from the node and registered; hv2 (a PC never powered on) did not.
+    assert cloud_up["hypervisors"]["hv1.lab.wpdn"] > 0
+    assert [h["registered"] for h in status["hypervisors"]] == [True, False]
+    assert "nova-compute" in {s["name"] for s in status["compute"] if s["up"]}
 
 
 def test_openstack_cli_works_from_the_host_shell(cloud_up: dict[str, Any], cloud_config: Path) -> None:

@@ -17,6 +17,12 @@ import pytest
 from basesystem import *  # noqa: F403 -- every role image carries the basesystem
 from conftest import wait_until
 
+# Every API the controller runs under uWSGI.
+UWSGI_INIS = (
+    "/etc/keystone/keystone-uwsgi.ini", "/etc/placement/placement-api-uwsgi.ini", "/etc/nova/nova-api-uwsgi.ini",
+    "/etc/nova/nova-api-metadata-uwsgi.ini", "/etc/neutron/neutron-api-uwsgi.ini",
+)
+
 # The APIs answer once the readiness probe returns; services that report to the
 # databases (nova's, neutron's agents) may take a little longer on 2 loaded cores.
 SERVICE_WAIT = 240.0
@@ -86,8 +92,9 @@ def test_configuration_rendered_from_the_settings(host: Any) -> None:
     for path in ("/etc/keystone/keystone-uwsgi.ini", "/etc/nova/nova-api-uwsgi.ini",
                  "/etc/neutron/neutron-api-uwsgi.ini"):
         assert host.file(path).contains("^processes = 2$"), path
-    # keystone loads eventlet: threads sharing its hub deadlock (seen once on a restart).
-    assert host.file("/etc/keystone/keystone-uwsgi.ini").contains("^threads = 1$")
+    # keystone, neutron and nova load eventlet: threads sharing its hub deadlock (seen here).
+    for path in UWSGI_INIS:
+        assert host.file(path).contains("^threads = 1$"), path
     openrc = host.file(OPENRC)
     assert openrc.mode == 0o600 and openrc.user == "root"
 

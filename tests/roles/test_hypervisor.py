@@ -89,3 +89,8 @@ def test_bridge_for_guests(host):
 def test_forwarding_enabled(host):
     conf = host.file("/etc/sysctl.d/60-workbench-hypervisor.conf")
     assert conf.contains("net.ipv4.ip_forward *= *1")
+
+
+def test_ebtables_is_the_legacy_one(host):
+    # The linuxbridge agent's ARP protection needs rule deletions the nf_tables ebtables refuses.
+    assert "legacy" in host.check_output("ebtables -V")

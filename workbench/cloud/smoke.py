@@ -36,6 +36,8 @@ ACTIVE_TIMEOUT = 600.0
 ANSWER_TIMEOUT = 240.0
 SCOPE = "cloud test"
 T = TypeVar("T")
+# A clean-up that fails on these says what is left instead (an API not answering, a deletion timed out).
+LEFTOVER_ERRORS: tuple[type[Exception], ...] = (*api.NOT_YET, CloudError)
 
 # PID 1 of the server: busybox's own tools only. udhcpc hands each lease to the script below.
 INIT = f"""#!/bin/busybox sh
@@ -46,13 +48,16 @@ mount -t proc proc /proc 2>/dev/null
 say() {{ echo "{MARKER}: $*"; echo "{MARKER}: $*" > /dev/console 2>/dev/null; }}
 say "up"
 ip link set lo up
+echo "{MARKER}" > /www/index.html
+httpd -p 80 -h /www && say "serving http"
+# Asked until answered, as cloud images do: the port may still be wired on a slow hypervisor
+# when the server starts, and the agent drops its traffic until then.
 for dev in $(ls /sys/class/net); do
     [ "$dev" = lo ] && continue
     ip link set "$dev" up
-    udhcpc -i "$dev" -s /etc/udhcpc.script -t 20 -T 3 -n -q && say "address $(ip -4 -o addr show dev $dev)"
+    until udhcpc -i "$dev" -s /etc/udhcpc.script -t 10 -T 3 -n -q; do sleep 2; done
+    say "address $(ip -4 -o addr show dev $dev)"
 done
-echo "{MARKER}" > /www/index.html
-httpd -p 80 -h /www && say "serving http"
 while true; do sleep 3600; done
 """
 
@@ -160,7 +165,12 @@ def run_test(config: Config, plan: CloudPlan, keys: cloud_secrets.CloudSecrets) 
         if not address:
             raise CloudError(f"server {name} is ACTIVE with no address from Neutron; its console:\n{console}")
         mark = time.monotonic()
-        answer = _wait(lambda: _answer(config, address), ANSWER_TIMEOUT, f"{name} answering on http://{address}/")
+        try:
+            answer = _wait(lambda: _answer(config, address), ANSWER_TIMEOUT, f"{name} answering on http://{address}/")
+        except CloudError as exc:
+            # What the server said is the first clue (no DHCP answer, no httpd): its console's last lines.
+            last = "\n".join(f"    {line}" for line in _console_now(conn, server_id).splitlines()[-8:])
+            raise CloudError(f"{exc}; its console ends:\n{last}") from None
         phases["answered"] = time.monotonic() - mark
     except BaseException:
         _clean_up(conn, name, server_id, group_id, image_id, failed=True)
@@ -180,7 +190,7 @@ def _clean_up(conn: api.Connection, name: str, server_id: str, group_id: str, im
         if group_id:
             api.delete_security_group(conn, group_id)
         api.delete_image(conn, image_id)
-    except api.NOT_YET as exc:
+    except LEFTOVER_ERRORS as exc:
         leftover = CloudError(f"{SCOPE}: could not delete server {name}, its security group or its image "
                               f"({api.short_error(exc)}): `openstack server delete {name}; openstack security group "
                               f"delete {name}; openstack image delete {name}` once the API answers")
@@ -200,6 +210,13 @@ def _active(conn: api.Connection, server_id: str) -> api.ServerState | None:
 def _marker(conn: api.Connection, server_id: str) -> str | None:
     text = api.console_output(conn, server_id)
     return text if f"{MARKER}: up" in text else None
+
+
+def _console_now(conn: api.Connection, server_id: str) -> str:
+    try:
+        return api.console_output(conn, server_id) or "(empty)"
+    except api.NOT_YET as exc:
+        return f"(not available: {api.short_error(exc)})"
 
 
 def _answer(config: Config, address: str) -> str | None:

@@ -169,7 +169,7 @@ def render(cloud, node):
     }
     ml2 = {"ml2": {"mechanism_drivers": "linuxbridge"}, "ml2_type_flat": {"flat_networks": "provider"}}
     agent = {
-        "linux_bridge": {"physical_interface_mappings": f"provider:{node['interface']}"},
+        "linux_bridge": {"physical_interface_mappings": f"provider:{node['provider_interface']}"},
         "vxlan": {"enable_vxlan": "false"},
         "securitygroup": {
             "enable_security_group": "true",
@@ -204,6 +204,64 @@ def instances_dir(name):
     nova = pwd.getpwnam("nova")
     os.chown(path, nova.pw_uid, nova.pw_gid)
     return path
+
+
+# The node's one interface carries its own address (NFS, the message queue) and the guests'
+# traffic. Given that interface, the agent moves the address onto the network's bridge when
+# the first guest is plugged; on a hypervisor here that left the address on a bridge without
+# the interface in it, and the node cut off (its NFS mount hung). So the node moves its
+# address once, at boot, onto a bridge of its own with the interface in it, and the agent
+# gets one end of a veth pair whose other end is in that bridge: it has no address to move.
+UPLINK_BRIDGE = "brlab"
+UPLINK_VETH = ("vlab0", "vlab1")  # vlab0 in brlab; vlab1 is the agent's provider interface
+
+
+def ip_json(*args):
+    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout or "[]")
+
+
+def no_ipv6(devices):
+    """No addresses at all on the veth: the agent moves any address of its provider interface onto
+    the network's bridge, where IPv6 is off (os-vif turns it off), and an IPv6 address the LAN's
+    router advertisements gave it failed that move ("Permission denied"), the port never up."""
+    for device in devices:
+        with open(f"/proc/sys/net/ipv6/conf/{device}/disable_ipv6", "w") as knob:
+            knob.write("1\n")
+
+
+def uplink(interface):
+    """The agent's provider interface: the veth end, after the node's address has moved onto
+    UPLINK_BRIDGE with `interface` in it (kept if already done: a restart of this service)."""
+    if os.path.exists(f"/sys/class/net/{UPLINK_BRIDGE}"):
+        no_ipv6(UPLINK_VETH)
+        return UPLINK_VETH[1]
+    mac = read(f"/sys/class/net/{interface}/address").strip()
+    addresses = [f"{a['local']}/{a['prefixlen']}" for entry in ip_json("-4", "addr", "show", "dev", interface)
+                 for a in entry.get("addr_info", []) if a.get("family") == "inet"]
+    gateways = [r["gateway"] for r in ip_json("-4", "route", "show", "default", "dev", interface) if r.get("gateway")]
+    outer, inner = UPLINK_VETH
+    batch = [
+        f"link add {UPLINK_BRIDGE} type bridge forward_delay 0 stp_state 0",
+        # The interface's MAC: the LAN's neighbour caches stay right.
+        f"link set {UPLINK_BRIDGE} address {mac}",
+        f"link add {outer} type veth peer name {inner}",
+        f"link set {outer} master {UPLINK_BRIDGE}",
+        f"link set {UPLINK_BRIDGE} up",
+        f"link set {outer} up",
+        f"link set {inner} up",
+        f"link set {interface} master {UPLINK_BRIDGE}",
+        *[f"addr del {a} dev {interface}" for a in addresses],
+        *[f"addr add {a} dev {UPLINK_BRIDGE}" for a in addresses],
+        *[f"route replace default via {g} dev {UPLINK_BRIDGE}" for g in gateways[:1]],
+    ]
+    done = subprocess.run(["ip", "-batch", "-"], input="\n".join(batch) + "\n", capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"moving {interface}'s address onto {UPLINK_BRIDGE} failed: {done.stderr.strip()}")
+    no_ipv6(UPLINK_VETH)
+    say(f"{', '.join(addresses)} moved from {interface} onto {UPLINK_BRIDGE} (with {interface} and {outer} in it); "
+        f"the agent's provider interface is {inner}")
+    return inner
 
 
 def prepare_kernel():
@@ -315,6 +373,72 @@ def start(args, node, progress):
     return progress["state"]
 
 
+HEARTBEAT_EVERY = 30
+
+
+def heartbeat_line():
+    """Load, memory, the services, and where this node's IPv4 addresses and default route are:
+    the console is the one place that still shows them if the network cut the node off."""
+    addresses = subprocess.run(["ip", "-4", "-br", "addr"], capture_output=True, text=True).stdout.split()
+    route = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout.strip()
+    load = read("/proc/loadavg").split()[:3]
+    states_now = {unit.split(".")[0]: state for unit, state in states().items()}
+    return json.dumps({"uptime": uptime(), "load": load, **memory(), "services": states_now,
+                       "addresses": " ".join(addresses), "default": route})
+
+
+# Where the node's traffic goes: shown when the default route moves, and again a beat later.
+NETWORK_DUMP = (["ip", "-br", "link"], ["bridge", "link"], ["ip", "-4", "route"])
+
+
+def network_dump():
+    for argv in NETWORK_DUMP:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        for line in (done.stdout + done.stderr).splitlines():
+            say(f"net {argv[0]}: {line}")
+
+
+# The services' logs live in the live system's RAM: their tails are copied to this node's
+# directory on the persistence, where the networking node's host can read them.
+LOGS = ("/var/log/nova/nova-compute.log", "/var/log/neutron/neutron-linuxbridge-agent.log")
+LOG_TAIL = 512 * 1024
+
+
+def copy_logs(name):
+    target = os.path.join(PERSIST, name, "log")
+    for path in LOGS:
+        try:
+            with open(path, "rb") as log:
+                log.seek(max(0, os.path.getsize(path) - LOG_TAIL))
+                data = log.read()
+            os.makedirs(target, exist_ok=True)
+            partial = os.path.join(target, "." + os.path.basename(path) + ".partial")
+            with open(partial, "wb") as out:
+                out.write(data)
+            os.replace(partial, os.path.join(target, os.path.basename(path)))
+        except OSError as exc:
+            print(f"cannot copy {path} to {target}: {exc}", file=sys.stderr)
+
+
+def heartbeat():
+    """Runs as its own transient unit (see main): a line on the console and the logs' tails on
+    the persistence every HEARTBEAT_EVERY s."""
+    name = json.loads(read(REPORT)).get("name", "")
+    route, dumps = "", 0
+    while True:
+        line = heartbeat_line()
+        say("heartbeat " + line)
+        if name:
+            copy_logs(name)
+        now = json.loads(line)["default"]
+        if now != route:
+            route, dumps = now, 2 if route else 0
+        if dumps:
+            network_dump()
+            dumps -= 1
+        time.sleep(HEARTBEAT_EVERY)
+
+
 def post(url, body):
     for _ in range(15):
         try:
@@ -335,6 +459,8 @@ def report(args, node, cloud):
 
 
 def main():
+    if sys.argv[1:] == ["--heartbeat"]:
+        heartbeat()
     args = dict(a.split("=", 1) for a in read("/proc/cmdline").split() if "=" in a)
     base = args.get("wb.cloud")
     if not base:
@@ -365,10 +491,10 @@ def main():
         if not node.get("address") or not node.get("interface"):
             raise RuntimeError("the report names no address or interface (no /run/net-*.conf from the initramfs)")
         say(f"{name}: host {cloud['host']}, controller {cloud['controller']}, virt_type {cloud['virt_type']}")
-        node_facts = {**node, "instances": instances_dir(name)}
+        prepare_kernel()
+        node_facts = {**node, "instances": instances_dir(name), "provider_interface": uplink(node["interface"])}
         for path, (text, group) in render(cloud, node_facts).items():
             write(path, text, group)
-        prepare_kernel()
         # libvirt names the hypervisor by the host name (placement's resource provider): the full name.
         socket.sethostname(cloud["host"])
         os.makedirs(os.path.dirname(CONFIGURED), exist_ok=True)
@@ -383,6 +509,9 @@ def main():
         )
         say(f"configuration written (instances on {node_facts['instances']}); starting {', '.join(SERVICES)}")
         state = start(args, node, progress)
+        # A transient unit, so that this one ends (it is a oneshot other units order after).
+        subprocess.run(["systemd-run", "--unit", "workbench-cloud-heartbeat", "--collect",
+                        "/usr/local/sbin/workbench-cloud", "--heartbeat"], check=False)
     except (RuntimeError, OSError, ValueError, KeyError, subprocess.CalledProcessError) as exc:
         progress.update(state="failed", error=str(exc))
         report(args, node, progress)
