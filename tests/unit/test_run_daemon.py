@@ -233,6 +233,10 @@ def test_stop_process_leaves_a_process_not_leading_a_session_alone_in_its_group(
         while not (tmp_path / "child").exists() or not (tmp_path / "child").read_text().strip():
             time.sleep(0.01)
         child = int((tmp_path / "child").read_text())
+        # The shell writes the file before it execs: under load, the pid may still be `sh -c` here.
+        deadline = time.monotonic() + 10
+        while not run.owns(proc.pid, "sleep", "61") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert run.stop_process(proc.pid, lambda pid: run.owns(pid, "sleep", "61"), grace=5)
         assert gone(proc.pid) and not gone(child)
     finally:
