@@ -387,15 +387,17 @@ def heartbeat_line():
                        "addresses": " ".join(addresses), "default": route})
 
 
-# Where the node's traffic goes: shown when the default route moves, and again a beat later.
-NETWORK_DUMP = (["ip", "-br", "link"], ["bridge", "link"], ["ip", "-4", "route"])
+# Where the node's and its servers' traffic goes: on the console when the default route moves
+# (and a beat later), and on the persistence (`log/network.txt`) at every beat.
+NETWORK_DUMP = (["ip", "-br", "link"], ["bridge", "link"], ["ip", "-4", "route"], ["ip", "-s", "link"])
 
 
-def network_dump():
+def network_text():
+    parts = []
     for argv in NETWORK_DUMP:
         done = subprocess.run(argv, capture_output=True, text=True)
-        for line in (done.stdout + done.stderr).splitlines():
-            say(f"net {argv[0]}: {line}")
+        parts.append(f"$ {' '.join(argv)}\n{done.stdout}{done.stderr}")
+    return "\n".join(parts)
 
 
 # The services' logs live in the live system's RAM: their tails are copied to this node's
@@ -404,37 +406,49 @@ LOGS = ("/var/log/nova/nova-compute.log", "/var/log/neutron/neutron-linuxbridge-
 LOG_TAIL = 512 * 1024
 
 
-def copy_logs(name):
+def save(name, filename, data):
+    """`data` (bytes) as `filename` in this node's log directory on the persistence, replaced whole."""
     target = os.path.join(PERSIST, name, "log")
+    try:
+        os.makedirs(target, exist_ok=True)
+        partial = os.path.join(target, f".{filename}.partial")
+        with open(partial, "wb") as out:
+            out.write(data)
+        os.replace(partial, os.path.join(target, filename))
+    except OSError as exc:
+        print(f"cannot write {filename} to {target}: {exc}", file=sys.stderr)
+
+
+def copy_logs(name):
     for path in LOGS:
         try:
             with open(path, "rb") as log:
                 log.seek(max(0, os.path.getsize(path) - LOG_TAIL))
                 data = log.read()
-            os.makedirs(target, exist_ok=True)
-            partial = os.path.join(target, "." + os.path.basename(path) + ".partial")
-            with open(partial, "wb") as out:
-                out.write(data)
-            os.replace(partial, os.path.join(target, os.path.basename(path)))
         except OSError as exc:
-            print(f"cannot copy {path} to {target}: {exc}", file=sys.stderr)
+            print(f"cannot read {path}: {exc}", file=sys.stderr)
+            continue
+        save(name, os.path.basename(path), data)
 
 
 def heartbeat():
-    """Runs as its own transient unit (see main): a line on the console and the logs' tails on
-    the persistence every HEARTBEAT_EVERY s."""
+    """Runs as its own transient unit (see main): a line on the console, the logs' tails and the
+    network's state on the persistence every HEARTBEAT_EVERY s."""
     name = json.loads(read(REPORT)).get("name", "")
     route, dumps = "", 0
     while True:
         line = heartbeat_line()
         say("heartbeat " + line)
+        network = network_text()
         if name:
             copy_logs(name)
+            save(name, "network.txt", network.encode())
         now = json.loads(line)["default"]
         if now != route:
             route, dumps = now, 2 if route else 0
         if dumps:
-            network_dump()
+            for text in network.splitlines():
+                say(f"net {text}")
             dumps -= 1
         time.sleep(HEARTBEAT_EVERY)
 
