@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from workbench.core import secrets
-from workbench.core.files import write_whole
+from workbench.core.files import locked, write_whole
 
 
 @pytest.fixture
@@ -172,3 +172,33 @@ def test_write_private(tmp_path: Path, umask_022: None) -> None:
     assert path.read_bytes() == b'{"db": "x"}\n'
     assert mode_of(path) == 0o600
     assert partials(tmp_path) == []
+
+
+def test_locked_excludes_threads_of_one_process(tmp_path: Path) -> None:
+    """Two threads, two opens of one lock file: the second waits, as another process would."""
+    lock = tmp_path / "locks" / "x.lock"
+    inside: list[str] = []
+    overlap: list[bool] = []
+
+    def hold(name: str) -> None:
+        with locked(lock) as held:
+            assert held
+            overlap.append(bool(inside))
+            inside.append(name)
+            threading.Event().wait(0.2)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=hold, args=(str(n),)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlap == [False, False, False]
+
+
+def test_locked_without_waiting_says_it_is_taken(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    with locked(lock) as first, locked(lock, wait=False) as second:
+        assert (first, second) == (True, False)
+    with locked(lock, wait=False) as again:
+        assert again

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from workbench.core import engine, progress, run
+from workbench.core import engine, files, progress, run
 from workbench.core.config import Config
 from workbench.core.errors import BuildFailed, CommandFailed
 from workbench.core.inputs import hash_inputs
@@ -83,17 +83,35 @@ def build_base(config: Config, *, force: bool = False, mirror_via: str | None = 
 
     `mirror_via` is a URL to fetch packages through instead of the mirror (the
     local package cache); it does not change what is built, so not the hash.
+    One build per inputs at a time: `cloud.up` bakes the controller beside the
+    live image and parallel bakes start together, all needing the same base;
+    the first builds it, the others wait for it and find it built.
     """
     start = time.monotonic()
+    digest = hash_inputs(base_inputs(config))
+    tag = base_tag(config)
+    existing = _built(config)
+    if existing is None or force:
+        with files.locked(config.state_dir / "locks" / f"base-{digest[:12]}.lock"):
+            existing = None if force else _built(config)
+            if existing is None:
+                return _build(config, mirror_via, start)
+    progress.step("base", f"{tag} is up to date (inputs {digest[:12]}): nothing to build")
+    return BaseImage(**{**existing.__dict__, "seconds": time.monotonic() - start})
+
+
+def _built(config: Config) -> BaseImage | None:
+    """The base, only if both its image and its root filesystem tarball are there."""
+    existing = find_base(config)
+    return existing if existing is not None and rootfs_path(config).is_file() else None
+
+
+def _build(config: Config, mirror_via: str | None, start: float) -> BaseImage:
     scope = "base"
     inputs = base_inputs(config)
     digest = hash_inputs(inputs)
     tag = base_tag(config)
     rootfs = rootfs_path(config)
-    existing = find_base(config)
-    if existing is not None and rootfs.is_file() and not force:
-        progress.step(scope, f"{tag} is up to date (inputs {digest[:12]}): nothing to build")
-        return BaseImage(**{**existing.__dict__, "seconds": time.monotonic() - start})
     if os.geteuid() != 0:
         raise BuildFailed("building the base runs debootstrap, which needs root: run as root or with sudo")
     progress.step(scope, f"building {tag} from {config.base.distribution} {config.base.suite} ({config.base.mirror})")

@@ -10,7 +10,6 @@ removing that directory removes every trace of Salt.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core import files
 from workbench.core.config import Config, Role
 
 
@@ -35,8 +35,7 @@ def thin_bundle(config: Config) -> Path:
         return tarball
     root.mkdir(parents=True, exist_ok=True)
     # Parallel bakes (`--all`) share one bundle: the first makes it.
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with files.locked(root / ".lock"):
         if not tarball.is_file():
             import salt.utils.thin
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -40,3 +42,25 @@ def write_whole(path: Path, data: bytes | str, mode: int | None = None) -> None:
         with contextlib.suppress(OSError):  # the error that got us here is the one to report
             partial.unlink()
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on `path` (made if missing) for the block.
+
+    flock, so the kernel drops the lock when its holder dies, even by kill -9: a
+    lock is never stale. Each call opens the file anew, so two threads of one
+    process exclude each other as two processes do. Yields False, without
+    waiting, when `wait` is off and someone else holds it; True once held.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

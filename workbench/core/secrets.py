@@ -10,11 +10,8 @@ by every later deploy of the environment.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 from workbench.core import files
@@ -32,16 +29,6 @@ def directory(config: Config, env: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner can read, replacing it whole."""
     files.write_whole(path, data, 0o600)
@@ -51,7 +38,7 @@ def password(config: Config, env: str, name: str) -> str:
     """The password called `name` in `env`, made (random, 32 characters) the first time it is asked for."""
     folder = directory(config, env)
     path = folder / PASSWORDS
-    with _locked(folder):
+    with files.locked(folder / ".lock"):
         try:
             known = json.loads(path.read_text()) if path.exists() else {}
         except (OSError, ValueError) as exc:

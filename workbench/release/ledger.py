@@ -15,7 +15,6 @@ consumes its number.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import getpass
 import json
 import os
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.core import files
 from workbench.core.config import Config
 from workbench.core.errors import LedgerError, ReleaseError
 
@@ -388,22 +388,12 @@ def opened(config: Config) -> Iterator[Ledger]:
 def locked(config: Config, environment: str, role: str, *, wait: bool = True) -> Iterator[bool]:
     """Serialise promotes of one role in one environment across processes.
 
-    A lock file held with flock: the kernel drops it when its holder dies, even
-    by kill -9, so a lock is never stale — an intent left behind is. Yields
-    False (without waiting) when `wait` is off and someone else holds it.
+    The lock dies with its holder, even by kill -9, so a lock is never stale — an
+    intent left behind is. Yields False (without waiting) when `wait` is off and
+    someone else holds it.
     """
-    path = config.state_dir / "locks" / f"{environment}-{role}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with files.locked(config.state_dir / "locks" / f"{environment}-{role}.lock", wait=wait) as held:
+        yield held
 
 
 def retained(history: list[Release], retention: int, pins: set[str]) -> list[Release]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker.errors
 
-from workbench.core import engine, progress, run
+from workbench.core import engine, files, progress, run
 from workbench.core.config import Config
 from workbench.core.errors import ConfigError, EngineUnavailable, ReleaseError
 
@@ -153,12 +153,9 @@ def status(config: Config) -> Registry | None:
 
 def up(config: Config) -> tuple[Registry, bool]:
     """Start the background registry unless it runs; (registry, started now)."""
-    import fcntl
-
     directory(config).mkdir(parents=True, exist_ok=True)
     # Parallel promotes may all find it down: one starts it, the others wait.
-    with open(directory(config) / "start.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with files.locked(directory(config) / "start.lock"):
         running = status(config)
         if running is not None:
             return running, False
