@@ -12,6 +12,7 @@ data and passwords too (`cloud.down --purge`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -128,6 +129,24 @@ def test_openstack_cli_works_from_the_host_shell(cloud_up: dict[str, Any], cloud
     rules = openstack(cloud_config, "security", "group", "rule", "list", "default", member=True)
     assert {(r["IP Protocol"], r["Port Range"]) for r in rules if r["Direction"] == "ingress"} >= {
         ("tcp", "22:22"), ("icmp", "")}
+
+
+def test_a_server_boots_on_hv1_and_answers_on_its_neutron_address(cloud_up: dict[str, Any],
+                                                                   cloud_config: Path) -> None:
+    """`cloud.test`: the workbench's own image as a server on the netbooted hypervisor, its address from
+    Neutron's DHCP, its page fetched from the lab LAN; then nothing of it is left in the cloud."""
+    config = wb_config.load(cloud_config)
+    result = json_of(fab("cloud.test", "--json", config=cloud_config, timeout=1200))
+    assert result["hypervisor"] == "hv1.lab.wpdn"
+    assert result["console_marker"] is True and result["answer"] == "workbench-smoke"
+    first, last = (ipaddress.ip_address(a) for a in config.cloud.provider_pool)
+    assert first <= ipaddress.ip_address(result["address"]) <= last, result["address"]
+    assert set(result["phases"]) == {"upload", "active", "console", "answered", "deleted"}
+    server = result["server"]
+    assert server.startswith("smoke-")
+    assert server not in {s["Name"] for s in openstack(cloud_config, "server", "list", "--all-projects")}
+    assert server not in {i["Name"] for i in openstack(cloud_config, "image", "list")}
+    assert server not in {g["Name"] for g in openstack(cloud_config, "security", "group", "list")}
 
 
 def test_no_secret_in_the_image_and_settings_private(cloud_up: dict[str, Any], cloud_config: Path) -> None:

@@ -242,9 +242,9 @@ def uplink(interface):
     gateways = [r["gateway"] for r in ip_json("-4", "route", "show", "default", "dev", interface) if r.get("gateway")]
     outer, inner = UPLINK_VETH
     batch = [
-        f"link add {UPLINK_BRIDGE} type bridge forward_delay 0 stp_state 0",
-        # The interface's MAC: the LAN's neighbour caches stay right.
-        f"link set {UPLINK_BRIDGE} address {mac}",
+        # The interface's MAC, given at creation: the LAN's neighbour caches and the node's reservation
+        # stay right, and udev leaves a MAC set this way alone (set afterwards, its own won the race).
+        f"link add {UPLINK_BRIDGE} address {mac} type bridge forward_delay 0 stp_state 0",
         f"link add {outer} type veth peer name {inner}",
         f"link set {outer} master {UPLINK_BRIDGE}",
         f"link set {UPLINK_BRIDGE} up",
