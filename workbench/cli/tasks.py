@@ -126,6 +126,9 @@ def _report(exc: BaseException, code: int, as_json: bool, log: runlog.RunLog | N
     _print_json(data)
 
 
+_CLOUD_INVENTORY_HELP = "the lab's inventory (default: [cloud] inventory)"
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -238,6 +241,22 @@ def image_list(c, role="", json=False):
         where = f"  {i.path}" if i.path else ""
         print(f"{i.tag:<28} {i.inputs[:12]:<12} {wb_images.human_age(i.age_seconds):>5} "
               f"{human_size(i.size):>9}  {i.verify}: {i.tests}{dirty}{where}")
+
+
+@wb(logged=True, name="publish", help={
+    "role": "the role whose accepted image to publish, e.g. app",
+    "version": "that version (default: the newest verified one)",
+    "inventory": _CLOUD_INVENTORY_HELP,
+    "json": "print the result as JSON"})
+def image_publish(c, role, version=0, inventory="", json=False):
+    """Upload a verified role image to the homelab cloud's glance as <prefix>/<role>:<N> (once per image)."""
+    from workbench.cloud import publish
+
+    result = publish.publish(_config(), role, version=version or None, inventory=inventory)
+    if json:
+        _print_json(result.to_dict())
+        return
+    print(result.summary())
 
 
 @wb(name="prune", help={"keep": "versions to keep per role (newest)", "role": "only this role"})
@@ -521,7 +540,6 @@ netboot_ns = Collection("netboot", netboot_build, netboot_serve, netboot_status,
 
 # --- cloud ----------------------------------------------------------------------
 
-_CLOUD_INVENTORY_HELP = "the lab's inventory (default: [cloud] inventory)"
 
 
 @wb(logged=True, name="up", help={
@@ -1046,7 +1064,7 @@ def run_log(c, run="", list=False, path=False, json=False):
 
 name_ns = Collection("name", parse)
 config_ns = Collection("config", check, reference)
-image_ns = Collection("image", base, image_bake, image_list, image_prune)
+image_ns = Collection("image", base, image_bake, image_list, image_publish, image_prune)
 
 ns = Collection(name_ns, config_ns, image_ns, watch_ns, pools_ns, ssh_ns, release_ns, registry_ns, db_ns)
 ns.add_collection(netboot_ns)

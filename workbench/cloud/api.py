@@ -306,11 +306,26 @@ def _usable(item: Any) -> int:
 
 
 def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, str]) -> str:
-    """A raw image in glance from `path`; its id."""
+    """A raw image in glance from `path`; its id. The caller decides what a name already taken means
+    (the SDK's own look-up by name fails on names with a colon, as `<prefix>/<role>:<N>`)."""
     extra: dict[str, Any] = {"visibility": "private", **properties}
     image = conn.image.create_image(name, filename=str(path), disk_format="raw", container_format="bare",
-                                    wait=True, timeout=300, **extra)
+                                    allow_duplicates=True, wait=True, timeout=600, **extra)
     return str(image.id)
+
+
+def image_record(conn: Connection, image_id: str) -> dict[str, Any]:
+    """What glance records of an image: its status, size, checksums and properties, as one mapping."""
+    image = conn.image.get_image(image_id)
+    return {**(image.properties or {}), "id": image.id, "name": image.name, "status": image.status,
+            "size": image.size, "os_hash_algo": image.hash_algo, "os_hash_value": image.hash_value}
+
+
+def images_named(conn: Connection, name: str) -> list[dict[str, Any]]:
+    """Every image of the project called `name` (an interrupted upload leaves one that is not active)."""
+    # Glance reads `name=a:b` as operator `a`: a quoted value in an `in:` list is taken whole.
+    quoted = name.replace('"', '\\"')
+    return [image_record(conn, str(image.id)) for image in conn.image.images(name=f'in:"{quoted}"')]
 
 
 def delete_image(conn: Connection, image_id: str) -> None:

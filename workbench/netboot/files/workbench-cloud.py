@@ -389,7 +389,11 @@ def heartbeat_line():
 
 # Where the node's and its servers' traffic goes: on the console when the default route moves
 # (and a beat later), and on the persistence (`log/network.txt`) at every beat.
-NETWORK_DUMP = (["ip", "-br", "link"], ["bridge", "link"], ["ip", "-4", "route"], ["ip", "-s", "link"])
+# The firewalls' counters show which rule took a server's frames (the agent's MAC and ARP chains,
+# its security groups on bridged IPv4).
+NETWORK_DUMP = (["ip", "-br", "link"], ["bridge", "-d", "link"], ["ip", "-4", "route"], ["ip", "-s", "link"],
+                ["ebtables-legacy", "-t", "nat", "-L", "--Lc"], ["ebtables-legacy", "-t", "filter", "-L", "--Lc"],
+                ["iptables-save", "-c"])
 
 
 def network_text():

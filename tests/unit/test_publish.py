@@ -1,0 +1,79 @@
+"""`image.publish`'s root filesystem: its init runs the image's command, no key stays, settings quoted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.config import small_config
+from workbench.cloud import publish
+from workbench.core.errors import CloudError, ConfigError
+
+APP = {"Entrypoint": [""], "Cmd": ["/usr/local/sbin/workbench-init"], "WorkingDir": "",
+       "Env": ["PATH=/usr/local/sbin:/usr/bin:/bin", "LANG=C.UTF-8"]}
+
+
+def test_init_runs_the_images_command_after_dhcp_and_settings(tmp_path: Path) -> None:
+    (tmp_path / "sbin").mkdir()
+    # Debian's init is a symlink into systemd: replaced, never followed.
+    (tmp_path / "sbin" / "init").symlink_to("/lib/systemd/systemd")
+    publish.install_init(tmp_path, APP)
+    init = tmp_path / "sbin" / "init"
+    assert not init.is_symlink() and os.access(init, os.X_OK)
+    text = init.read_text()
+    assert text.startswith(f"#!/{publish.HELPERS}/busybox sh\n")
+    # Docker's reset entrypoint ([""]) is no entrypoint: an empty first word would be run as the command.
+    assert text.rstrip().endswith("exec /usr/local/sbin/workbench-init")
+    assert "export PATH=/usr/local/sbin:/usr/bin:/bin" in text and "cd /\n" in text
+    assert text.index("udhcpc") < text.index(". \"$settings\"") < text.index("exec ")
+    for helper in ("busybox", "dhcp", "settings"):
+        assert (tmp_path / publish.HELPERS / helper).is_file()
+    for script in (init, tmp_path / publish.HELPERS / "dhcp"):
+        checked = subprocess.run(["/bin/busybox", "sh", "-n", str(script)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+    compiled = subprocess.run(["python3", "-c", "import sys; compile(open(sys.argv[1]).read(), 'settings', 'exec')",
+                               str(tmp_path / publish.HELPERS / "settings")], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+
+
+def test_arguments_with_spaces_stay_whole(tmp_path: Path) -> None:
+    publish.install_init(tmp_path, {"Entrypoint": ["/bin/run"], "Cmd": ["a b", "it's"], "WorkingDir": "/srv/my app"})
+    text = (tmp_path / "sbin" / "init").read_text()
+    assert "exec /bin/run 'a b' 'it'\"'\"'s'" in text
+    assert "cd '/srv/my app'" in text
+
+
+def test_an_image_without_a_command_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CloudError, match="no command"):
+        publish.install_init(tmp_path, {"Entrypoint": [""], "Cmd": None})
+
+
+def test_no_key_is_left(tmp_path: Path) -> None:
+    for relative in ("root/.ssh/authorized_keys", "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub",
+                     "etc/ssh/sshd_config", "home/x/.ssh/known_hosts"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("x")
+    assert publish.keys_in(tmp_path) == ["etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub",
+                                         "root/.ssh"]
+    publish.remove_keys(tmp_path)
+    assert publish.keys_in(tmp_path) == []
+    assert (tmp_path / "etc/ssh/sshd_config").is_file()
+
+
+def test_settings_are_quoted_for_the_init(tmp_path: Path) -> None:
+    text = publish.user_data({"WORKBENCH_RELEASE": "app-3", "GREETING": "it's $HOME"})
+    assert text == "GREETING='it'\"'\"'s $HOME'\nWORKBENCH_RELEASE=app-3\n"
+    script = tmp_path / "s"
+    script.write_text(f"set -a\n{text}set +a\nprintf %s \"$GREETING\"")
+    assert subprocess.run(["/bin/busybox", "sh", str(script)], capture_output=True, text=True).stdout == "it's $HOME"
+    with pytest.raises(ConfigError, match="MY-VAR"):
+        publish.user_data({"MY-VAR": "x"})
+
+
+def test_only_the_lxc_virt_type_is_published(tmp_path: Path) -> None:
+    config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {"ports": [80]}})
+    with pytest.raises(ConfigError, match=r"\[cloud\] virt_type = 'qemu'"):
+        publish.publish(config, "app")
