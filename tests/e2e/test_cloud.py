@@ -12,13 +12,15 @@ data and passwords too (`cloud.down --purge`).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
 import random
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ import pytest
 
 from tests.support.commands import fab
 from tests.support.config import REPO, config_data, write_config
-from workbench.cloud import controller, lab
+from workbench.build import bake
+from workbench.cloud import controller, lab, publish
 from workbench.core import config as wb_config
 from workbench.core import engine, ports
 from workbench.netboot import netns, node
@@ -48,15 +51,25 @@ def json_of(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout)
 
 
-def openstack(config: Path, *args: str, member: bool = False) -> Any:
-    """The `openstack` command from a shell that ran `eval "$(fab cloud.openrc)"`."""
+def openstack_raw(config: Path, *args: str, member: bool = False, check: bool = True, timeout: int = 120) -> str:
+    """What the `openstack` command prints from a shell that ran `eval "$(fab cloud.openrc)"`."""
     openrc = f"{REPO}/.venv/bin/fab cloud.openrc" + (" --member" if member else "")
-    script = f'set -e; eval "$({openrc})"; openstack "$@" -f json'
+    script = f'set -e; eval "$({openrc})"; openstack "$@"'
     env = {**os.environ, wb_config.ENV_CONFIG: str(config), "PATH": f"{REPO}/.venv/bin:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", script, "openstack", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, f"openstack {' '.join(args)}: {proc.stderr[-3000:]}"
-    return json.loads(proc.stdout)
+                          timeout=timeout)
+    assert proc.returncode == 0 or not check, f"openstack {' '.join(args)}: {proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def openstack(config: Path, *args: str, member: bool = False, timeout: int = 120) -> Any:
+    return json.loads(openstack_raw(config, *args, "-f", "json", member=member, timeout=timeout))
+
+
+def debugfs(image: Path, request: str) -> str:
+    """debugfs's answer to one request on an ext4 image (its errors included): a look inside, no mount."""
+    proc = subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +160,62 @@ def test_a_server_boots_on_hv1_and_answers_on_its_neutron_address(cloud_up: dict
     assert server not in {s["Name"] for s in openstack(cloud_config, "server", "list", "--all-projects")}
     assert server not in {i["Name"] for i in openstack(cloud_config, "image", "list")}
     assert server not in {g["Name"] for g in openstack(cloud_config, "security", "group", "list")}
+
+
+def test_publish_uploads_once_and_a_server_runs_the_roles_command(
+        cloud_up: dict[str, Any], cloud_config: Path, baked: Callable[[str], bake.BakeResult], tmp_path: Path) -> None:
+    """`image.publish app`: in glance once, with the image's labels, no key in it; a server from it takes
+    its address from Neutron, its settings from the metadata service, and serves the role's health check."""
+    config = wb_config.load(cloud_config)
+    app = baked("app")
+    first = json_of(fab("image.publish", "app", "--json", config=cloud_config, timeout=900))
+    assert first["uploaded"] is True and first["source"] == app.id
+    assert first["name"] == f"{config.prefix}/app:{app.version}"
+    again = json_of(fab("image.publish", "app", "--version", str(app.version), "--json", config=cloud_config))
+    assert again["uploaded"] is False and again["glance_id"] == first["glance_id"]
+    image = openstack(cloud_config, "image", "show", first["glance_id"], member=True)
+    assert image["status"] == "active" and image["visibility"] == "private"
+    properties = image["properties"]
+    assert properties["workbench_inputs"] == app.inputs and properties["workbench_verify"] == "passed"
+    assert properties["workbench_sha256"] == first["checksum"] and properties["workbench_version"] == str(app.version)
+    # What glance serves, inspected: the workbench's init, and no key of any kind.
+    saved = tmp_path / "published.raw"
+    openstack_raw(cloud_config, "image", "save", "--file", str(saved), first["glance_id"], member=True)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == first["checksum"]
+    assert "udhcpc" in debugfs(saved, "cat /sbin/init")
+    for path in ("/root/.ssh", "/etc/ssh/ssh_host_ed25519_key"):
+        assert "File not found" in debugfs(saved, f"stat {path}"), path
+    refused = fab("image.publish", "app", "--version", "999", config=cloud_config)
+    assert refused.returncode != 0 and f"no image {config.prefix}/app:999" in refused.stderr
+
+    name = f"{config.prefix}-published-app"
+    settings = tmp_path / "user-data"
+    settings.write_text(publish.user_data({"WORKBENCH_RELEASE": "app-77", "WORKBENCH_ROLE": "app"}))
+    try:
+        openstack(cloud_config, "security", "group", "create", name, member=True)
+        openstack(cloud_config, "security", "group", "rule", "create", name, "--protocol", "tcp", "--dst-port", "80",
+                  "--remote-ip", "10.77.0.0/24", member=True)
+        server = openstack(cloud_config, "server", "create", "--image", first["glance_id"], "--flavor", "lab.small",
+                           "--network", "provider", "--security-group", "default", "--security-group", name,
+                           "--user-data", str(settings), "--wait", name, member=True, timeout=900)
+        address = server["addresses"]["provider"][0]
+        lab = netns.namespace_name(config.prefix)
+        deadline = time.monotonic() + 300
+        while True:
+            got = subprocess.run(["ip", "netns", "exec", lab, "curl", "-sf", "--max-time", "5",
+                                  f"http://{address}/health"], capture_output=True, text=True)
+            if got.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        console = openstack_raw(cloud_config, "console", "log", "show", name, member=True)
+        assert got.returncode == 0, f"no answer from http://{address}/health; the console:\n{console[-3000:]}"
+        health = json.loads(got.stdout)
+        assert (health["status"], health["release"]) == ("ok", "app-77"), health
+        assert "workbench-init: running /usr/local/sbin/workbench-init" in console
+    finally:
+        for leftover in (("server", "delete", "--wait", name), ("security", "group", "delete", name),
+                         ("image", "delete", first["glance_id"])):
+            openstack_raw(cloud_config, *leftover, member=True, check=False, timeout=600)
 
 
 def test_no_secret_in_the_image_and_settings_private(cloud_up: dict[str, Any], cloud_config: Path) -> None:
