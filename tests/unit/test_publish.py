@@ -77,3 +77,18 @@ def test_only_the_lxc_virt_type_is_published(tmp_path: Path) -> None:
     config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {"ports": [80]}})
     with pytest.raises(ConfigError, match=r"\[cloud\] virt_type = 'qemu'"):
         publish.publish(config, "app")
+
+
+def test_the_files_docker_writes_at_start_are_there(tmp_path: Path) -> None:
+    """A container gets /etc/hosts and resolv.conf from Docker; a server from the image and its lease."""
+    publish.install_init(tmp_path, APP)
+    assert "127.0.0.1\tlocalhost" in (tmp_path / "etc" / "hosts").read_text()
+    lease = tmp_path / "lease"
+    resolv = tmp_path / "resolv.conf"
+    script = (tmp_path / publish.HELPERS / "dhcp").read_text().replace(f"/{publish.HELPERS}/busybox", "/bin/busybox")
+    # Only the resolv.conf lines: the address and route commands need the server's interface.
+    lines = [line for line in script.splitlines() if "dns" in line or "resolv" in line]
+    lease.write_text("\n".join(lines).replace("/etc/resolv.conf", str(resolv)) + "\n")
+    env = {"dns": "10.77.0.1 10.77.0.3", "domain": "lab.wpdn", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["/bin/busybox", "sh", str(lease)], env=env, check=True)
+    assert resolv.read_text() == "search lab.wpdn\nnameserver 10.77.0.1\nnameserver 10.77.0.3\n"

@@ -38,7 +38,7 @@ from workbench.core.errors import CloudError, CommandFailed, ConfigError
 
 SCOPE = "publish"
 # Bump when what a published file holds changes (its init, what is removed): files are made again.
-RECIPE = 3
+RECIPE = 4
 # Where the workbench's own helpers live inside a published root (nothing of the image's is replaced but init).
 HELPERS = "usr/lib/workbench-cloud"
 # Keys a published image must not hold: the deploy gives them (a nova keypair, the user data).
@@ -106,6 +106,11 @@ with open(sys.argv[1] + ".partial", "wb") as out:
 os.replace(sys.argv[1] + ".partial", sys.argv[1])
 """
 
+HOSTS = """\
+127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+"""
+
 DHCP = """#!/{helpers}/busybox sh
 bb=/{helpers}/busybox
 case "$1" in
@@ -116,6 +121,9 @@ case "$1" in
     # Neutron's metadata proxy answers at the DHCP server's namespace (isolated networks).
     [ -n "$serverid" ] && $bb ip route replace 169.254.169.254 via "$serverid" dev "$interface"
     [ -n "$hostname" ] && $bb hostname "$hostname"
+    # Docker writes resolv.conf into a container at its start: a server's comes from its lease.
+    [ -n "$dns" ] && {{ [ -n "$domain" ] && echo "search $domain"; for s in $dns; do echo "nameserver $s"; done; }} \
+        > /etc/resolv.conf
     ;;
 esac
 exit 0
@@ -295,6 +303,10 @@ def install_init(root: Path, image_config: dict[str, Any]) -> None:
         target.unlink(missing_ok=True)  # a symlink (systemd's /sbin/init) is replaced, not followed
         target.write_text(content)
         target.chmod(0o755)
+    # Docker also writes /etc/hosts at a container's start (the image's is empty): services look
+    # up localhost (monit's `allow localhost`).
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc" / "hosts").write_text(HOSTS)
 
 
 def _size_mib(root: Path) -> int:
