@@ -37,6 +37,18 @@ ebtables-legacy:
     - require:
       - pkg: hypervisor-packages
 
+# udev gives every new virtual interface a "persistent" MAC of its own (MACAddressPolicy) unless
+# its creator set one first; libvirt sets an lxc guest's MAC just after creating its veth, and
+# when udev won that race the guest used a MAC that was not its port's: the agent's MAC
+# protection dropped all its frames (no DHCP, no answer; about one server in two here).
+/etc/systemd/network/99-default.link.d/workbench-keep-mac.conf:
+  file.managed:
+    - makedirs: True
+    - contents: |
+        # Written by salt/hypervisor: interfaces keep the MAC their creator gives them.
+        [Link]
+        MACAddressPolicy=none
+
 # The packages enable their services for boot; here nothing of the cloud starts at
 # boot on its own: workbench-cloud starts them once their configuration is in place.
 {% for unit in compute_services + ['libvirt-guests'] %}

@@ -91,6 +91,12 @@ def test_forwarding_enabled(host):
     assert conf.contains("net.ipv4.ip_forward *= *1")
 
 
+def test_udev_leaves_new_interfaces_macs_alone(host):
+    # libvirt sets an lxc guest's MAC after creating its veth: udev must not replace it.
+    drop_in = host.file("/etc/systemd/network/99-default.link.d/workbench-keep-mac.conf")
+    assert drop_in.is_file and "MACAddressPolicy=none" in drop_in.content_string
+
+
 def test_ebtables_is_the_legacy_one(host):
     # The linuxbridge agent's ARP protection needs rule deletions the nf_tables ebtables refuses.
     assert "legacy" in host.check_output("ebtables -V")
