@@ -102,8 +102,13 @@ def test_controller_settings_follow_the_roles_contract(tmp_path: Path) -> None:
     keys = secrets.ensure(config)
     settings = controller.settings(config, lab.plan(config), keys)
     assert settings["internal_address"] == "10.77.0.2"
-    assert settings["public_ports"] == {"identity": 25000, "image": 29292, "placement": 28778,
-                                        "compute": 28774, "network": 29696}
+    assert settings["public_ports"] == {
+        "identity": 25000,
+        "image": 29292,
+        "placement": 28778,
+        "compute": 28774,
+        "network": 29696,
+    }
     assert settings["provider_interface"] == controller.LAB_INTERFACE
     passwords = settings["passwords"]
     assert isinstance(passwords, dict)
@@ -119,3 +124,19 @@ def test_openrc_points_at_the_public_endpoint(tmp_path: Path) -> None:
     assert admin["OS_USERNAME"] == "admin" and admin["OS_PASSWORD"] == keys["admin"]
     member = api.openrc(lab.plan(config), keys, member=True, project="lab")
     assert member["OS_USERNAME"] == "lab" and member["OS_PROJECT_NAME"] == "lab"
+
+
+def test_a_hypervisor_takes_servers_once_its_agent_is_alive_too() -> None:
+    """nova-compute up is not enough: a port bound before the host's agent reported fails, and the server with it."""
+    compute = (
+        api.ServiceState("nova-compute", "hv1.lab.wpdn", True),
+        api.ServiceState("nova-compute", "hv2.lab.wpdn", True),
+        api.ServiceState("nova-compute", "hv3.lab.wpdn", False),
+        api.ServiceState("nova-conductor", "controller", True),
+    )
+    agents = (
+        api.ServiceState(api.HYPERVISOR_AGENT, "hv1.lab.wpdn", True),
+        api.ServiceState(api.HYPERVISOR_AGENT, "hv3.lab.wpdn", True),
+        api.ServiceState("DHCP agent", "hv2.lab.wpdn", True),
+    )
+    assert api.Services(compute, agents, ()).hypervisors() == {"hv1.lab.wpdn"}

@@ -42,6 +42,8 @@ FLAVORS = (Flavor("lab.tiny", 1, 128, 1), Flavor("lab.small", 1, 512, 2))
 # The compute services and network agents a working controller runs.
 CONTROLLER_SERVICES = ("nova-conductor", "nova-scheduler")
 CONTROLLER_AGENTS = ("Linux bridge agent", "DHCP agent", "Metadata agent")
+# What each hypervisor runs beside nova-compute.
+HYPERVISOR_AGENT = "Linux bridge agent"
 # Errors that mean "not answering yet" while the controller starts.
 NOT_YET: tuple[type[Exception], ...] = (
     keystoneauth1.exceptions.ClientException,
@@ -275,7 +277,11 @@ class Services:
     capacity: tuple[Capacity, ...]
 
     def hypervisors(self) -> set[str]:
-        return {s.host for s in self.compute if s.name == "nova-compute" and s.up}
+        """Hosts that can take a server: nova-compute up and their network agent alive. nova-compute
+        alone is not enough: a port bound while the host's agent has not yet reported fails its
+        binding, and nova, with no other host to retry on, puts the server in ERROR."""
+        agents = {s.host for s in self.agents if s.name == HYPERVISOR_AGENT and s.up}
+        return {s.host for s in self.compute if s.name == "nova-compute" and s.up and s.host in agents}
 
 
 def services(conn: Connection) -> Services:

@@ -125,8 +125,8 @@ def wait_registered(
         for vm in vms:
             if vm.name in up and vm.name not in seen:
                 seen[vm.name] = time.monotonic() - powered_on
-                progress.step("cloud", f"{vm.name} registered in nova and placement {seen[vm.name]:.0f}s "
-                                       "after its power-on")
+                progress.step("cloud", f"{vm.name} registered in nova and placement, its network agent alive, "
+                                       f"{seen[vm.name]:.0f}s after its power-on")
         if len(seen) == len(vms):
             break
         lines = {t.node.name: t for t in timeline.build(plan.inventory, state)}
