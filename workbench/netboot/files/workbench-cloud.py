@@ -185,14 +185,17 @@ def render(cloud, node):
     }
 
 
-def write(path, text, group):
+def replace_whole(path, data, group=None):
+    """`data` (bytes) as `path`, replaced in one step (a reader never sees half of it); with
+    `group`, owned root:group and mode 0640 before it is in place (the services' secrets)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + ".workbench"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.chown(temporary, 0, pwd.getpwnam(group).pw_gid)
-    os.chmod(temporary, 0o640)
-    os.replace(temporary, path)
+    partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+    with open(partial, "wb") as out:
+        out.write(data)
+    if group is not None:
+        os.chown(partial, 0, pwd.getpwnam(group).pw_gid)
+        os.chmod(partial, 0o640)
+    os.replace(partial, path)
 
 
 def instances_dir(name):
@@ -383,8 +386,8 @@ def heartbeat_line():
     route = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout.strip()
     load = read("/proc/loadavg").split()[:3]
     states_now = {unit.split(".")[0]: state for unit, state in states().items()}
-    return json.dumps({"uptime": uptime(), "load": load, **memory(), "services": states_now,
-                       "addresses": " ".join(addresses), "default": route})
+    return {"uptime": uptime(), "load": load, **memory(), "services": states_now,
+            "addresses": " ".join(addresses), "default": route}
 
 
 # Where the node's and its servers' traffic goes: on the console when the default route moves
@@ -411,16 +414,12 @@ LOG_TAIL = 512 * 1024
 
 
 def save(name, filename, data):
-    """`data` (bytes) as `filename` in this node's log directory on the persistence, replaced whole."""
-    target = os.path.join(PERSIST, name, "log")
+    """`data` (bytes) as `filename` in this node's log directory on the persistence."""
+    target = os.path.join(PERSIST, name, "log", filename)
     try:
-        os.makedirs(target, exist_ok=True)
-        partial = os.path.join(target, f".{filename}.partial")
-        with open(partial, "wb") as out:
-            out.write(data)
-        os.replace(partial, os.path.join(target, filename))
+        replace_whole(target, data)
     except OSError as exc:
-        print(f"cannot write {filename} to {target}: {exc}", file=sys.stderr)
+        print(f"cannot write {target}: {exc}", file=sys.stderr)
 
 
 def copy_logs(name):
@@ -442,12 +441,12 @@ def heartbeat():
     route, dumps = "", 0
     while True:
         line = heartbeat_line()
-        say("heartbeat " + line)
+        say("heartbeat " + json.dumps(line))
         network = network_text()
         if name:
             copy_logs(name)
             save(name, "network.txt", network.encode())
-        now = json.loads(line)["default"]
+        now = line["default"]
         if now != route:
             route, dumps = now, 2 if route else 0
         if dumps:
@@ -512,7 +511,7 @@ def main():
         prepare_kernel()
         node_facts = {**node, "instances": instances_dir(name), "provider_interface": uplink(node["interface"])}
         for path, (text, group) in render(cloud, node_facts).items():
-            write(path, text, group)
+            replace_whole(path, text.encode(), group)
         # libvirt names the hypervisor by the host name (placement's resource provider): the full name.
         socket.sethostname(cloud["host"])
         os.makedirs(os.path.dirname(CONFIGURED), exist_ok=True)
