@@ -277,7 +277,7 @@ def remove_keys(root: Path) -> None:
 
 
 def keys_in(root: Path) -> list[str]:
-    """Keys a published root must not hold (what `_export` removes, looked for again)."""
+    """Keys a published root must not hold (what `remove_keys` removes, looked for again)."""
     return sorted(str(p.relative_to(root)) for pattern in KEY_PATHS for p in root.glob(pattern))
 
 
