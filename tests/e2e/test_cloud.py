@@ -20,6 +20,7 @@ import random
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,14 @@ import pytest
 
 from tests.support.commands import fab
 from tests.support.config import REPO, config_data, write_config
+from tests.support.net import free_port
+from tests.support.releasekit import assert_served
 from workbench.build import bake
 from workbench.cloud import controller, lab, publish
 from workbench.core import config as wb_config
 from workbench.core import engine, ports
 from workbench.netboot import netns, node
+from workbench.release import loadgen
 
 pytestmark = pytest.mark.e2e
 
@@ -74,9 +78,11 @@ def debugfs(image: Path, request: str) -> str:
 
 @pytest.fixture(scope="module")
 def cloud_config(wb_prefix: str, wb_state: Path, base_image: Any) -> Path:
-    """The session's configuration (its prefix, state and live image), the APIs on free ports."""
-    return write_config(wb_state / "cloud.toml",
-                        config_data(wb_prefix, wb_state, cloud={"public_port_offset": free_offset()}))
+    """The session's configuration (its prefix, state and live image), the APIs on free ports, the lab
+    environment's frontend (its releases run on the cloud) on a free port too."""
+    data = config_data(wb_prefix, wb_state, cloud={"public_port_offset": free_offset()})
+    data["environments"]["lab"] = {**data["environments"]["lab"], "frontend_port": free_port()}
+    return write_config(wb_state / "cloud.toml", data)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +222,69 @@ def test_publish_uploads_once_and_a_server_runs_the_roles_command(
         for leftover in (("server", "delete", "--wait", name), ("security", "group", "delete", name),
                          ("image", "delete", first["glance_id"])):
             openstack_raw(cloud_config, *leftover, member=True, check=False, timeout=600)
+
+
+def lab_health(port: int) -> dict[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
+        cloud_up: dict[str, Any], cloud_config: Path, baked: Callable[[str], bake.BakeResult]) -> None:
+    """The lab environment runs on the cloud: promote, promote a fresh bake under load, roll back by
+    tag to the first release's very glance image, the history; each release a server behind the
+    lab's frontend, the replaced one deleted."""
+    config = wb_config.load(cloud_config)
+    port = config.environment("lab").frontend_port
+    domain = config.workbench.domain
+    baked("frontend")
+    first_bake = baked("app")
+
+    def servers() -> dict[str, dict[str, Any]]:
+        return {s["Name"]: s for s in openstack(cloud_config, "server", "list", "--long", member=True)}
+
+    try:
+        first = json_of(fab("release.promote", "app", "--env", "lab", "--version", str(first_bake.version), "--json",
+                            config=cloud_config, timeout=1200))
+        assert (first["target"], first["status"]) == ("openstack", "released")
+        assert lab_health(port) == {"status": "ok", "role": "app", "release": first["tag"],
+                                    "version": str(first_bake.version), "environment": "lab"}
+        running = servers()
+        assert set(running) == {f"{first['tag']}.lab.{domain}"}, running
+        assert running[f"{first['tag']}.lab.{domain}"]["Image ID"] == first["boot_image"]
+        image = openstack(cloud_config, "image", "show", first["boot_image"], member=True)
+        assert image["name"] == f"{config.prefix}/app:{first_bake.version}"
+        assert image["properties"]["os_hash_value"] == first["boot_checksum"]
+
+        second_bake = bake.bake_role(config, "app", force=True)
+        with loadgen.Load(f"http://127.0.0.1:{port}/health") as load:
+            second = json_of(fab("release.promote", "app", "--env", "lab", "--json", config=cloud_config,
+                                 timeout=1200))
+        assert_served(load.result, 10)
+        assert second["version"] == second_bake.version and second["boot_image"] != first["boot_image"]
+        assert lab_health(port)["release"] == second["tag"]
+        assert set(servers()) == {f"{second['tag']}.lab.{domain}"}
+
+        with loadgen.Load(f"http://127.0.0.1:{port}/health") as load:
+            back = json_of(fab("release.rollback", first["tag"], "--json", config=cloud_config, timeout=1200))
+        assert_served(load.result, 10)
+        assert (back["rollback_of"], back["path"]) == (first["tag"], "cold")
+        assert (back["boot_image"], back["boot_checksum"]) == (first["boot_image"], first["boot_checksum"])
+        assert lab_health(port) == {"status": "ok", "role": "app", "release": back["tag"],
+                                    "version": str(first_bake.version), "environment": "lab"}
+        running = servers()
+        assert set(running) == {f"{back['tag']}.lab.{domain}"}
+        assert running[f"{back['tag']}.lab.{domain}"]["Image ID"] == first["boot_image"]
+
+        history = json_of(fab("release.history", "--env", "lab", "--json", config=cloud_config))
+        assert [(r["tag"], r["action"], r["status"], r["target"]) for r in history] == [
+            (first["tag"], "promote", "released", "openstack"), (second["tag"], "promote", "released", "openstack"),
+            (back["tag"], "rollback", "released", "openstack")]
+    finally:
+        down = fab("release.down", "--env", "lab", config=cloud_config, timeout=600)
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert not servers()
+    assert not engine.containers({engine.PREFIX_LABEL: config.prefix, "workbench.environment": "lab"})
 
 
 def test_no_secret_in_the_image_and_settings_private(cloud_up: dict[str, Any], cloud_config: Path) -> None:

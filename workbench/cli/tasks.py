@@ -724,16 +724,25 @@ def _release_line(r: Any) -> str:
         "env": "the environment to promote into, e.g. staging",
         "version": "the image version (app:7); default: the newest verified image",
         "message": "why (kept in the ledger)",
+        "json": "print the release record as JSON",
     },
 )
-def release_promote(c, role, env="", version=0, message=""):
+def release_promote(c, role, env="", version=0, message="", json=False):
     """Promote the role's newest verified image (or --version) into an environment; prints the release tag."""
     from workbench.release import releases as release
 
     if not env:
         raise WorkbenchError("release.promote needs --env (e.g. --env staging)")
     done = release.promote(_config(), role, env, version=version or None, message=message)
-    print(f"{done.tag} serves {done.role} in {done.environment}: {done.image} {done.digest}")
+    if json:
+        _print_json(done.to_dict())
+        return
+    print(f"{done.tag} serves {done.role} in {done.environment}: {done.image} {_booted(done)}")
+
+
+def _booted(r: Any) -> str:
+    """What the release's instances run: the registry digest, or on a cloud the glance image too."""
+    return f"{r.digest} (glance image {r.boot_image})" if r.boot_image else r.digest
 
 
 @wb(
@@ -745,14 +754,18 @@ def release_promote(c, role, env="", version=0, message=""):
         "env": "the environment (with --role, instead of a tag)",
         "role": "the role (with --env, instead of a tag)",
         "message": "why (kept in the ledger)",
+        "json": "print the release record as JSON",
     },
 )
-def release_rollback(c, tag="", env="", role="", message=""):
+def release_rollback(c, tag="", env="", role="", message="", json=False):
     """Put an earlier release's exact digest back into its environment, recorded as a new release."""
     from workbench.release import releases as release
 
     done = release.rollback(_config(), tag or None, env or None, role or None, message=message)
-    print(f"{done.tag} serves {done.role} in {done.environment}: rollback to {done.rollback_of}, {done.digest}")
+    if json:
+        _print_json(done.to_dict())
+        return
+    print(f"{done.tag} serves {done.role} in {done.environment}: rollback to {done.rollback_of}, {_booted(done)}")
 
 
 @wb(name="list", help={"json": _JSON})

@@ -7,6 +7,7 @@ host does with `fab cloud.openrc`.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -339,15 +340,22 @@ def delete_image(conn: Connection, image_id: str) -> None:
 
 
 def boot_server(conn: Connection, name: str, image_id: str, flavor: str, network: str,
-                security_groups: tuple[str, ...] = ("default",)) -> str:
-    """Ask nova for a server; its id (it is BUILD until `wait_active`)."""
+                security_groups: tuple[str, ...] = ("default",), *, user_data: str = "",
+                metadata: dict[str, str] | None = None, group: str = "") -> str:
+    """Ask nova for a server; its id (it is BUILD until ACTIVE). `user_data` is what the metadata
+    service hands the server; `group` a server group whose policy the scheduler follows."""
     found = conn.compute.find_flavor(flavor)
     net = conn.network.find_network(network)
     if found is None or net is None:
         raise CloudError(f"the cloud has no flavor {flavor!r} or no network {network!r}: run `fab cloud.up` first")
     server = conn.compute.create_server(name=name, image_id=image_id, flavor_id=found.id,
                                         networks=[{"uuid": net.id}],
-                                        security_groups=[{"name": group} for group in security_groups])
+                                        security_groups=[{"name": g} for g in security_groups],
+                                        metadata=metadata or {},
+                                        # Nova's API takes user data base64-encoded; the SDK's proxy sends it as is.
+                                        **({"user_data": base64.b64encode(user_data.encode()).decode()}
+                                           if user_data else {}),
+                                        **({"scheduler_hints": {"group": group}} if group else {}))
     return str(server.id)
 
 

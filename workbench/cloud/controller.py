@@ -22,6 +22,7 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
+from workbench.cloud import lab
 from workbench.cloud.lab import APIS, CloudPlan
 from workbench.cloud.secrets import CloudSecrets, cloud_dir
 from workbench.core import engine, ports
@@ -29,7 +30,6 @@ from workbench.core.config import Config
 from workbench.core.errors import CloudError
 from workbench.core.naming import data_slug
 from workbench.core.secrets import write_private
-from workbench.netboot import netns
 
 ROLE = "controller"
 HOSTNAME = "controller"
@@ -175,12 +175,7 @@ def _attach(config: Config, plan: CloudPlan, container: Container) -> None:
     if not pid:
         raise CloudError(f"the controller container {container.name} is not running ({container.status}): "
                          f"its start hook failed; see `docker logs {container.name}`\n{logs_tail(container)}")
-    lab = netns.Lab(netns.namespace_name(config.prefix), netns.BRIDGE)
-    if not netns.exists(lab.name):
-        raise CloudError(f"the lab's namespace {lab.name} is gone: the networking node stopped; run `fab cloud.up`")
-    if netns.has_interface(pid, LAB_INTERFACE):
-        return
-    netns.connect_pid(lab, pid, LAB_PORT, LAB_INTERFACE, plan.controller, plan.prefixlen)
+    lab.attach(config, pid, LAB_PORT, LAB_INTERFACE, plan.controller, plan.prefixlen)
 
 
 def logs_tail(container: Container, lines: int = 15) -> str:

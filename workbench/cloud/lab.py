@@ -8,11 +8,14 @@ inventory. Every such problem is reported at once, naming both files.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from workbench.core import run
 from workbench.core.config import Config
-from workbench.core.errors import ConfigError
+from workbench.core.errors import CloudError, ConfigError
 from workbench.netboot import inventory as wb_inventory
+from workbench.netboot import netns
 from workbench.netboot.inventory import Inventory
 
 # The APIs of the controller and the port each listens on inside its container.
@@ -50,6 +53,7 @@ def plan(config: Config, inventory: str = "") -> CloudPlan:
     subnet = ipaddress.IPv4Network(net.subnet)
     where = f"{config.path} [cloud]"
     problems: list[str] = []
+    lab = f"{subnet} of {inv.path}"
     controller = ipaddress.IPv4Address(cloud.controller_address)
     first, last = (ipaddress.IPv4Address(a) for a in cloud.provider_pool)
     taken = {net.gateway: "the gateway", net.server: "the networking node's address"}
@@ -64,12 +68,19 @@ def plan(config: Config, inventory: str = "") -> CloudPlan:
     def inside(address: ipaddress.IPv4Address) -> bool:
         return address in subnet and address not in (subnet.network_address, subnet.broadcast_address)
 
-    if not inside(controller):
-        problems.append(f"controller_address = {str(controller)!r}: outside the lab's subnet {subnet}")
-    if str(controller) in taken:
-        problems.append(f"controller_address = {str(controller)!r}: {taken[str(controller)]} in {inv.path}")
-    if in_dhcp_range(controller):
-        problems.append(f"controller_address = {str(controller)!r}: inside the node's dhcp_range {net.dhcp_range}")
+    problems += _address_problems("controller_address", controller, taken, in_dhcp_range, inside, lab)
+    # The frontends of environments on the cloud have a leg on the lab LAN too.
+    taken[str(controller)] = "the controller's address ([cloud] controller_address)"
+    frontends: dict[str, str] = {}
+    for env in config.environments.values():
+        if env.target != "openstack" or not env.lab_address:
+            continue
+        address = ipaddress.IPv4Address(env.lab_address)
+        key = f"[environments.{env.name}] lab_address"
+        problems += _address_problems(key, address, {**taken, **frontends}, in_dhcp_range, inside, lab)
+        if first <= address <= last:
+            problems.append(f"{key} = {env.lab_address!r}: inside [cloud] provider_pool, which Neutron lends")
+        frontends[env.lab_address] = f"the frontend of {env.name}"
     if first > last:
         problems.append(f"provider_pool = {list(cloud.provider_pool)!r}: the first address is after the last")
     for address in (first, last):
@@ -83,11 +94,50 @@ def plan(config: Config, inventory: str = "") -> CloudPlan:
     for held, what in taken.items():
         if first <= ipaddress.IPv4Address(held) <= last:
             problems.append(f"provider_pool = {list(cloud.provider_pool)!r}: holds {held}, {what}")
-    if first <= controller <= last:
-        problems.append(f"provider_pool = {list(cloud.provider_pool)!r}: holds the controller's address")
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{where} does not fit the lab of {inv.path}: {len(problems)} problem(s):\n{listing}\n"
-                          "  fix the [cloud] keys named (or the inventory), then run the command again")
+                          "  fix the keys named (or the inventory), then run the command again")
     ports = {api: port + cloud.public_port_offset for api, port in APIS.items()}
     return CloudPlan(inv, str(controller), subnet.prefixlen, (str(first), str(last)), ports, cloud.region)
+
+
+def _address_problems(
+    key: str,
+    address: ipaddress.IPv4Address,
+    taken: dict[str, str],
+    in_dhcp_range: Callable[[ipaddress.IPv4Address], bool],
+    inside: Callable[[ipaddress.IPv4Address], bool],
+    where: str,
+) -> list[str]:
+    """Why a fixed address on the lab LAN (the controller's, a frontend's) cannot be used; [] if it can."""
+    problems = []
+    if not inside(address):
+        problems.append(f"{key} = {str(address)!r}: outside the lab's subnet {where}")
+    if str(address) in taken:
+        problems.append(f"{key} = {str(address)!r}: {taken[str(address)]} in {where}")
+    if in_dhcp_range(address):
+        problems.append(f"{key} = {str(address)!r}: inside the node's dhcp_range ({where})")
+    return problems
+
+
+def lab_get(config: Config, url: str, timeout: float = 5) -> tuple[int, str]:
+    """(HTTP status, body) of one GET from the lab LAN (the networking node's namespace), 0 when
+    nothing answered: servers on the provider network are reachable from there only."""
+    name = netns.namespace_name(config.prefix)
+    got = run.capture(["ip", "netns", "exec", name, "curl", "-s", "--max-time", str(timeout), "-w", "\n%{http_code}",
+                       url], check=False)
+    body, _, code = got.stdout.rpartition("\n")
+    return (int(code) if code.isdigit() else 0), body
+
+
+def attach(config: Config, pid: int, port: str, interface: str, address: str, prefixlen: int) -> None:
+    """Give the network namespace of process `pid` (a container's) a leg on the lab's bridge at
+    `address`: `port` on the bridge, `interface` inside (again after the node restarted; nothing
+    when it has one)."""
+    name = netns.namespace_name(config.prefix)
+    if not netns.exists(name):
+        raise CloudError(f"the lab's namespace {name} is gone: the networking node stopped; run `fab cloud.up`")
+    if netns.has_interface(pid, interface):
+        return
+    netns.connect_pid(netns.Lab(name, netns.BRIDGE), pid, port, interface, address, prefixlen)

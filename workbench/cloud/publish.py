@@ -157,22 +157,24 @@ def glance_name(config: Config, role: str, version: int) -> str:
     return f"{images.repository(config, role)}:{version}"
 
 
-def publish(config: Config, role_name: str, version: int | None = None, inventory: str = "") -> Published:
+def publish(config: Config, role_name: str, version: int | None = None, inventory: str = "",
+            image_id: str = "") -> Published:
+    """Publish the role's newest accepted image (or `version` of it, or the engine's `image_id`)."""
     try:
-        return _publish(config, role_name, version, inventory)
+        return _publish(config, role_name, version, inventory, image_id)
     except api.NOT_YET as exc:
         raise CloudError(f"publish: the cloud's API failed: {api.short_error(exc)} (`fab cloud.status`; the "
                          f"services' logs: {controller.log_dir(config)})") from None
 
 
-def _publish(config: Config, role_name: str, version: int | None, inventory: str) -> Published:
+def _publish(config: Config, role_name: str, version: int | None, inventory: str, image_id: str) -> Published:
     start = time.monotonic()
     role = config.role(role_name)
     if config.cloud.virt_type != "lxc":
         raise ConfigError(f"{config.path} [cloud] virt_type = {config.cloud.virt_type!r}: `fab image.publish` "
                           "makes root-filesystem images, which only the lxc virt type boots (qcow2 images for "
                           "kvm and qemu are not published yet); set virt_type = \"lxc\"")
-    source = engine.get_image(images.newest_verified(config, role.name, version))
+    source = engine.get_image(image_id or images.newest_verified(config, role.name, version))
     if source is None:  # removed between the look-up and now
         raise CloudError(f"the image of {role.name} disappeared from the engine while publishing it")
     number = images.version_of(source)

@@ -21,13 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from workbench.cloud import api, controller
+from workbench.cloud import api, controller, lab
 from workbench.cloud import secrets as cloud_secrets
 from workbench.cloud.lab import CloudPlan
 from workbench.core import progress, run
 from workbench.core.config import Config
 from workbench.core.errors import CloudError, ConfigError
-from workbench.netboot import netns
 
 BUSYBOX = Path("/bin/busybox")
 MARKER = "workbench-smoke"
@@ -220,11 +219,9 @@ def _console_now(conn: api.Connection, server_id: str) -> str:
 
 
 def _answer(config: Config, address: str) -> str | None:
-    """The server's page, fetched from the lab LAN (the node's namespace): nothing else reaches it."""
-    lab = netns.namespace_name(config.prefix)
-    got = run.capture(["ip", "netns", "exec", lab, "curl", "-sf", "--max-time", "5", f"http://{address}/"],
-                      check=False)
-    return got.stdout.strip() if got.returncode == 0 and MARKER in got.stdout else None
+    """The server's page, fetched from the lab LAN: nothing else reaches it."""
+    status, body = lab.lab_get(config, f"http://{address}/")
+    return body.strip() if status == 200 and MARKER in body else None
 
 
 def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -133,8 +133,17 @@ class Environment:
     retention: int = setting(10, "Releases per role kept rollback-able.")
     variables: dict[str, str] = setting({}, "Settings given to containers at deploy time (environment).")
     target: str = setting(
-        "docker", "Where the environment's releases run: the local Docker engine.", choices=("docker",)
+        "docker",
+        "Where the environment's releases run: the local Docker engine, or servers on the homelab cloud "
+        "(`fab cloud.up`) behind a frontend container on the lab LAN.",
+        choices=("docker", "openstack"),
     )
+    lab_address: str = setting(
+        "",
+        "target = \"openstack\": the frontend container's address on the lab LAN, from which it reaches the "
+        "servers (inside the inventory's subnet, outside its `dhcp_range` and `[cloud] provider_pool`).",
+    )
+    flavor: str = setting("lab.small", "target = \"openstack\": the nova flavor of the environment's servers.")
     replicas: int = setting(1, "Instances of each release, all behind the frontend.")
     backup_every: str = setting(
         "",
@@ -558,6 +567,15 @@ def _cross_checks(config: Config) -> list[str]:
                 f"[environments.{env.name}] frontend_role = {env.frontend_role!r}: no such role "
                 f"(roles: {', '.join(config.roles)})"
             )
+        if env.target == "openstack":
+            if not env.lab_address:
+                problems.append(f"[environments.{env.name}] target = \"openstack\" needs lab_address: the "
+                                "frontend's address on the lab LAN (e.g. \"10.77.0.3\")")
+            else:
+                try:
+                    ipaddress.IPv4Address(env.lab_address)
+                except ValueError:
+                    problems.append(f"[environments.{env.name}] lab_address = {env.lab_address!r}: not an IPv4 address")
         if env.retention < 1:
             problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
         if env.standby < 0:

@@ -32,6 +32,7 @@ from workbench.release.target import (
     MEMBER_FILES,
     RELEASE_LABEL,
     REPLICA_LABEL,
+    BootImage,
     DataVolume,
     Instance,
     Plan,
@@ -114,6 +115,9 @@ class DockerTarget:
                         address)
 
     # --- the Target protocol -------------------------------------------------
+
+    def stage(self, plan: Plan, recorded: BootImage | None) -> BootImage | None:
+        return None  # the engine runs the image by the digest the registry gave it
 
     def names(self, plan: Plan) -> tuple[str, ...]:
         count = plan.replicas

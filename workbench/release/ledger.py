@@ -32,8 +32,10 @@ from workbench.core.config import Config
 from workbench.core.errors import LedgerError, ReleaseError
 
 # 2: records say which instances serve them (`runs`) and how a rollback went
-# (`path`); the standbys and downs tables. Schema 1 records read with defaults.
-SCHEMA = 2
+# (`path`); the standbys and downs tables. 3: where a release ran (`target`) and,
+# on a cloud, the image it booted (`boot_image`, `boot_checksum`). Older records
+# read with the defaults: they ran on the Docker engine.
+SCHEMA = 3
 LEDGER_FILE = "ledger.sqlite"
 TAG_RE = re.compile(r"^(?P<role>[a-z][a-z0-9]*)-(?P<number>[1-9][0-9]*)$")
 
@@ -133,6 +135,9 @@ class Release:
     detail: str = ""  # why a promote failed or was aborted
     runs: str = ""  # the release whose instances serve this one ("" for its own; a warm rollback reuses a standby's)
     path: str = ""  # how a rollback went: "warm" (a standby switched back in) or "cold" (instances started)
+    target: str = "docker"  # the environment's deploy target when it was released
+    boot_image: str = ""  # on a cloud: the image service's id of what its servers booted
+    boot_checksum: str = ""  # ...and the checksum the image service computed of it
     schema: int = SCHEMA
 
     @property

@@ -37,7 +37,8 @@ from workbench.core.errors import ConfigError, DeployFailed, ReleaseError
 from workbench.release import dbpool, ledger, registry
 from workbench.release.docker import DockerTarget
 from workbench.release.ledger import ABORTED, FAILED, PROMOTE, RELEASED, ROLLBACK, Intent, Ledger, Release
-from workbench.release.target import DataVolume, Instance, Plan, Target, serves_frontend
+from workbench.release.openstack import OpenStackTarget
+from workbench.release.target import BootImage, DataVolume, Instance, Plan, Target, serves_frontend
 
 # Test hook: stop for a while after a step, so a test can kill -9 us there.
 PAUSE_ENV = "WORKBENCH_PAUSE_AT"
@@ -54,6 +55,8 @@ def target_for(config: Config, environment: Environment) -> Target:
     """The deploy target an environment names (`[environments.<env>] target`)."""
     if environment.target == "docker":
         return DockerTarget(config)
+    if environment.target == "openstack":
+        return OpenStackTarget(config)
     raise ConfigError(f"[environments.{environment.name}] target = {environment.target!r}: no such deploy target")
 
 
@@ -114,7 +117,9 @@ def rollback(
             image_id = wanted.image_id if standby else _image_of(config, wanted)
             draft = _draft(config, role_cfg, where, ROLLBACK, image_id, _labels(image_id), current,
                            message or f"rollback to {wanted.tag}")
-            draft = dataclasses.replace(draft, rollback_of=wanted.tag, version=wanted.version, image=wanted.image)
+            # On a cloud, the very image the release booted (by id and checksum), not whatever has its name now.
+            draft = dataclasses.replace(draft, rollback_of=wanted.tag, version=wanted.version, image=wanted.image,
+                                        boot_image=wanted.boot_image, boot_checksum=wanted.boot_checksum)
             if standby:
                 draft = dataclasses.replace(draft, runs=standby, path="warm", digest=wanted.digest)
                 return _switch_back(config, led, target, draft)
@@ -213,6 +218,7 @@ def _draft(
         who=ledger.who(),
         at=ledger.now(),
         message=message,
+        target=env.target,
     )
 
 
@@ -225,6 +231,12 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
             f"role {role.name} keeps data ([roles.{role.name}] data) and runs one instance per environment, but "
             f"[environments.{env.name}] replicas = {env.replicas}: set replicas = 1 there"
         )
+    if role.data and env.target != "docker":
+        raise ConfigError(
+            f"role {role.name} keeps data ([roles.{role.name}] data) and [environments.{env.name}] target = "
+            f"{env.target!r}: only the Docker target keeps a role's data across releases; promote it into an "
+            "environment with target = \"docker\""
+        )
     intent = led.begin(draft)
     release = intent.release
     scope = f"{draft.action} {release.tag}"
@@ -236,6 +248,14 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
         progress.step(scope, f"pushing {release.repository}:{release.tag}")
         digest = registry.push(reg, release.image_id, release.repository, release.tag)
         release = dataclasses.replace(release, digest=digest)
+        # A deployed pool's members (db1, db2) are the release's instances.
+        plan = Plan(role, env, release.tag, release.version, release.image_id, digest,
+                    dbpool.members(config, role, env))
+        recorded = BootImage(release.boot_image, release.boot_checksum) if release.boot_image else None
+        boot = target.stage(plan, recorded)
+        if boot is not None:
+            plan = dataclasses.replace(plan, boot=boot)
+            release = dataclasses.replace(release, boot_image=boot.id, boot_checksum=boot.checksum)
         intent = led.advance(intent, "pushed", release)
         _pause("pushed")
         if role.data and release.replaces:
@@ -245,9 +265,6 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
             target.pause(env, release.replaces)
             intent = led.advance(intent, "paused")
             _pause("paused")
-        # A deployed pool's members (db1, db2) are the release's instances.
-        plan = Plan(role, env, release.tag, release.version, release.image_id, digest,
-                    dbpool.members(config, role, env))
         progress.step(scope, f"starting {', '.join(target.names(plan))} ({digest[:19]})")
         started = target.start(plan)
         intent = led.advance(intent, "started", instances=[i.name for i in started])

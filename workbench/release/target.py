@@ -69,6 +69,15 @@ MEMBER_FILES = "/run/workbench/tls"
 
 
 @dataclass(frozen=True)
+class BootImage:
+    """What a cloud boots a release from: its image service's image, by id and by the checksum it
+    computed at upload (a rollback boots exactly this, never whatever now has the name)."""
+
+    id: str
+    checksum: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to start: a role's image as a given release in an environment."""
 
@@ -80,6 +89,8 @@ class Plan:
     digest: str
     # A deployed pool's members, one instance each, the first the primary; () for plain replicas.
     members: tuple[Member, ...] = ()
+    # What a cloud target boots (Target.stage); None on the Docker engine, which runs `digest`.
+    boot: BootImage | None = None
 
     @property
     def replicas(self) -> int:
@@ -90,6 +101,11 @@ class Target(Protocol):
     """A place releases are deployed to: the local engine, or a cloud."""
 
     kind: str
+
+    def stage(self, plan: Plan, recorded: BootImage | None) -> BootImage | None:
+        """Make the release's image bootable where it runs, before anything starts: the cloud's image
+        (`recorded`, checked, when the ledger names one), or None where the registry's digest is enough."""
+        ...
 
     def names(self, plan: Plan) -> tuple[str, ...]:
         """The instances `start(plan)` will make, for progress and the ledger."""
