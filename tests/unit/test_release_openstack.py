@@ -77,6 +77,12 @@ class FakeFleet:
     def delete_server_group(self, name: str) -> None:
         pass
 
+    def has_image(self, glance_id: str) -> bool:
+        return glance_id not in self.deleted
+
+    def delete_image(self, glance_id: str) -> None:
+        self.deleted.append(glance_id)
+
     def set_metadata(self, server_id: str, metadata: dict[str, str]) -> None:
         server = self.servers_by_id[server_id]
         self.servers_by_id[server_id] = dataclasses.replace(server, metadata={**server.metadata, **metadata})
@@ -184,6 +190,29 @@ def test_the_frontends_lab_address_must_be_free_on_the_lab(tmp_path: Path, addre
     with pytest.raises(ConfigError) as err:
         lab.plan(config)
     assert f"[environments.lab] lab_address = {address!r}: {expected}" in str(err.value)
+
+
+def test_prune_deletes_the_glance_images_of_releases_outside_the_window(tmp_path: Path, monkeypatch: Any) -> None:
+    config = lab_config(tmp_path, retention=2)
+    fleet = FakeFleet()
+    monkeypatch.setattr(release, "target_for", lambda config, env: target_with(config, fleet))
+    monkeypatch.setattr(release.engine, "containers", lambda labels: [])
+    monkeypatch.setattr(release.engine, "get_image", lambda image_id: None)
+    with ledger.opened(config) as led:
+        for n, boot in enumerate(["glance-a", "glance-b", "glance-a", "glance-c", "glance-d"], start=1):
+            draft = ledger.Release(
+                tag="", role="app", environment="lab", action=ledger.PROMOTE, status=ledger.RELEASED, version=n,
+                image=f"wbx/app:{n}", image_id=f"sha256:{n}", digest="", repository="r", inputs="", verify="",
+                replaces=None, rollback_of=None, who="t", at="now", target="openstack", boot_image=boot,
+                boot_checksum=f"sum-{boot}")
+            intent = led.begin(draft)
+            led.finish(intent, intent.release)
+        led.pin("app-2")
+    assert release.prune(config, dry_run=True) == ["glance image glance-a (releases app-1, app-3)"]
+    assert fleet.deleted == []
+    release.prune(config)
+    assert fleet.deleted == ["glance-a"]
+    assert release.prune(config) == []
 
 
 def test_records_of_schema_2_read_as_docker_releases() -> None:

@@ -85,6 +85,16 @@ class Fleet:
             raise CloudError(f"glance image {published.glance_id} vanished right after it was published")
         return made
 
+    def has_image(self, glance_id: str) -> bool:
+        try:
+            api.image_record(self.conn, glance_id)
+        except openstack.exceptions.NotFoundException:
+            return False
+        return True
+
+    def delete_image(self, glance_id: str) -> None:
+        api.delete_image(self.conn, glance_id)
+
     def _image(self, glance_id: str) -> GlanceImage | None:
         try:
             record = api.image_record(self.conn, glance_id)

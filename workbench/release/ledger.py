@@ -418,17 +418,21 @@ def referenced_images(config: Config) -> set[str]:
 
     For `image.prune`: an image in this set must not be removed.
     """
+    return {r.image_id for r in needed(config) if r.image_id}
+
+
+def needed(config: Config) -> list[Release]:
+    """The records whose images must stay: retained and pinned releases, and those in progress."""
     if not ledger_path(config).exists():
-        return set()
-    ids: set[str] = set()
+        return []
+    found: list[Release] = []
     with opened(config) as ledger:
         pins = ledger.pins()
-        everything = ledger.history()
         groups: dict[tuple[str, str], list[Release]] = {}
-        for release in everything:
+        for release in ledger.history():
             groups.setdefault((release.environment, release.role), []).append(release)
         for (environment, _role), records in groups.items():
             window = config.environments[environment].retention if environment in config.environments else 10
-            ids.update(r.image_id for r in retained(records, window, pins))
-        ids.update(i.release.image_id for i in ledger.intents() if i.release.image_id)
-    return ids
+            found.extend(retained(records, window, pins))
+        found.extend(i.release for i in ledger.intents())
+    return found

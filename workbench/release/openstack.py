@@ -105,6 +105,13 @@ class OpenStackTarget:
             raise DeployFailed(f"the image of {plan.tag} is not bootable on the cloud: {exc}") from None
         return BootImage(image.id, image.checksum)
 
+    def has_image(self, boot_image: str) -> bool:
+        return self.fleet.has_image(boot_image)
+
+    def remove_image(self, boot_image: str) -> None:
+        """Delete a release's glance image (`release.prune`: outside every retention window)."""
+        self.fleet.delete_image(boot_image)
+
     def names(self, plan: Plan) -> tuple[str, ...]:
         return tuple(self.server_name(plan.environment, plan.tag, i) for i in range(1, plan.replicas + 1))
 

@@ -562,15 +562,17 @@ def pin(config: Config, tag: str) -> bool:
 
 
 def prune(config: Config, dry_run: bool = False) -> list[str]:
-    """Remove local images of releases outside every retention window; what was (or would be) removed.
+    """Remove images of releases outside every retention window; what was (or would be) removed.
 
     Kept: the last `retention` released records of each environment and role,
-    pinned releases, anything in progress (ledger.referenced_images), and
-    images a container still uses. The registry keeps every released tag.
+    pinned releases, anything in progress (ledger.needed), and images a
+    container still uses. The registry keeps every released tag. On the cloud,
+    a release's glance image goes by the same rule (`boot_image`).
     """
     if not ledger.ledger_path(config).exists():
         return []
-    keep = ledger.referenced_images(config)
+    needed = ledger.needed(config)
+    keep = {r.image_id for r in needed}
     in_use = {c.attrs.get("Image") for c in engine.containers({engine.PREFIX_LABEL: config.prefix})}
     with ledger.opened(config) as led:
         records = led.history()
@@ -582,4 +584,23 @@ def prune(config: Config, dry_run: bool = False) -> list[str]:
         removed.append(f"{image_id[7:19]} (releases {tags})")
         if not dry_run:
             engine.remove_image(image_id)
+    removed += _prune_boot_images(config, records, {r.boot_image for r in needed}, dry_run)
+    return removed
+
+
+def _prune_boot_images(config: Config, records: list[Release], keep: set[str], dry_run: bool) -> list[str]:
+    """The cloud's images of releases outside every window (an image two releases share stays while either
+    is kept); the cloud is asked only when there is one to remove."""
+    stale: dict[str, list[Release]] = {}
+    for record in records:
+        if record.boot_image and record.boot_image not in keep and record.environment in config.environments:
+            stale.setdefault(record.boot_image, []).append(record)
+    removed = []
+    for boot_image, users in stale.items():
+        target = target_for(config, config.environment(users[0].environment))
+        if not isinstance(target, OpenStackTarget) or not target.has_image(boot_image):
+            continue
+        removed.append(f"glance image {boot_image} (releases {', '.join(r.tag for r in users)})")
+        if not dry_run:
+            target.remove_image(boot_image)
     return removed
