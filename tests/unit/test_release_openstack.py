@@ -15,6 +15,7 @@ from workbench.cloud import lab
 from workbench.cloud.servers import ENVIRONMENT_KEY, PREFIX_KEY, RELEASE_KEY, ROLE_KEY, GlanceImage, Server
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError, DeployFailed
+from workbench.netboot import dnsmasq, node
 from workbench.release import ledger, openstack
 from workbench.release import releases as release
 from workbench.release.target import BootImage, Plan
@@ -117,8 +118,12 @@ def test_servers_are_named_by_the_naming_rule_and_told_their_settings(tmp_path: 
     assert {server.metadata[k] for k in (PREFIX_KEY, ENVIRONMENT_KEY, ROLE_KEY)} == {"wbx", "lab", "app"}
     assert [i.name for i in target.instances(config.environment("lab"), tag="app-12")] == [
         "app-12.lab.wpdn", "app-12-2.lab.wpdn"]
+    # The lab's DNS answers each server's name while it lives (the node reads these files on SIGHUP).
+    names = node.names_dir(config)
+    assert (names / "app-12-2.lab.wpdn").read_text() == "10.77.0.202 app-12-2.lab.wpdn\n"
     target.stop(config.environment("lab"), "app-12")
     assert fleet.deleted == ["app-12-2.lab.wpdn", "app-12.lab.wpdn"] and not fleet.servers()
+    assert not list(names.iterdir())
 
 
 def test_a_start_replaces_servers_an_interrupted_start_of_the_same_tag_left(tmp_path: Path) -> None:
@@ -221,3 +226,10 @@ def test_records_of_schema_2_read_as_docker_releases() -> None:
            "inputs": "", "verify": "", "replaces": None, "rollback_of": None, "who": "t", "at": "now", "schema": 2}
     read = ledger.Release.from_dict(old)
     assert (read.target, read.boot_image, read.boot_checksum) == ("docker", "", "")
+
+
+def test_the_nodes_dns_reads_the_names_directory(tmp_path: Path) -> None:
+    config = lab_config(tmp_path)
+    inv = lab.plan(config).inventory
+    plan = dnsmasq.Plan("nb0", tmp_path / "t", tmp_path / "l", tmp_path / "s", tmp_path / "c", hosts=tmp_path / "n")
+    assert f"addn-hosts={tmp_path / 'n'}\n" in dnsmasq.config_text(inv, plan)

@@ -15,7 +15,7 @@ from workbench.core import run
 from workbench.core.config import Config
 from workbench.core.errors import CloudError, ConfigError
 from workbench.netboot import inventory as wb_inventory
-from workbench.netboot import netns
+from workbench.netboot import netns, node
 from workbench.netboot.inventory import Inventory
 
 # The APIs of the controller and the port each listens on inside its container.
@@ -141,3 +141,8 @@ def attach(config: Config, pid: int, port: str, interface: str, address: str, pr
     if netns.has_interface(pid, interface):
         return
     netns.connect_pid(netns.Lab(name, netns.BRIDGE), pid, port, interface, address, prefixlen)
+
+
+def set_name(config: Config, name: str, address: str | None) -> None:
+    """The lab's DNS (the networking node's) answers `name` with a server's `address`, or no longer."""
+    node.set_name(config, name, address)

@@ -35,6 +35,8 @@ class Plan:
     conf: Path
     # On a real LAN (uplink.py): advertise the lab's IPv6 prefix but not a default route via the node.
     lan: bool = False
+    # Names beyond the inventory's (the cloud's servers), one hosts file each; read again on SIGHUP.
+    hosts: Path | None = None
 
 
 # Every port Neutron makes has a MAC of its default base_mac, fa:16:3e.
@@ -77,6 +79,8 @@ def config_text(inv: Inventory, plan: Plan) -> str:
         lines.append(f"ra-param={plan.interface},0,0")
     for node in inv.nodes:
         lines.append(f"host-record={node.name},{node.short},{node.address}")
+    if plan.hosts is not None:
+        lines.append(f"addn-hosts={plan.hosts}")
     # OpenStack's servers (Neutron's MAC prefix) get their addresses from Neutron's DHCP on the
     # same LAN (workbench.cloud): the node never answers them, in either mode.
     lines.append(f"dhcp-host={NEUTRON_MACS},ignore")
@@ -147,6 +151,8 @@ def write(inv: Inventory, plan: Plan) -> Path:
         if not target.exists():
             target.write_bytes(source.read_bytes())
     plan.conf.parent.mkdir(parents=True, exist_ok=True)
+    if plan.hosts is not None:
+        plan.hosts.mkdir(parents=True, exist_ok=True)
     plan.conf.write_text(config_text(inv, plan))
     return plan.conf
 

@@ -61,6 +61,32 @@ def cloud_config_dir(config: Config) -> Path:
     return http_root(config) / httpserve.CLOUD
 
 
+def names_dir(config: Config) -> Path:
+    """Names the node's DNS answers beyond the inventory's: one hosts file per name (`set_name`)."""
+    return node_dir(config) / "names"
+
+
+def set_name(config: Config, name: str, address: str | None) -> None:
+    """Have the node's DNS answer `name` with `address` (None: no longer answer it).
+
+    The cloud's servers come and go while the node runs: their names live in
+    hosts files that dnsmasq reads again on SIGHUP, which also drops what it
+    had cached of a removed one. Nothing to tell when no node runs: it reads
+    them at its next start.
+    """
+    path = names_dir(config) / name
+    if address is None:
+        if not path.exists():
+            return
+        path.unlink()
+    else:
+        names_dir(config).mkdir(parents=True, exist_ok=True)
+        files.write_whole(path, f"{address} {name}\n")
+    pid = serving(config).get("pids", {}).get("dnsmasq")
+    if pid and run.owns(pid, program=PROGRAMS["dnsmasq"], marker=f"{node_dir(config)}/"):
+        os.kill(pid, signal.SIGHUP)
+
+
 def _state_file(config: Config) -> Path:
     return node_dir(config) / "node.json"
 
@@ -116,9 +142,8 @@ def running(config: Config, inv: Inventory, live: LiveImage | None = None, inter
         http = stack.enter_context(httpserve.serving(root, net.server, net.http_port, state, lab.name, clients=clients))
         share = nfs.Plan(net.server, inv.export, state / "nfs")
         persist = stack.enter_context(nfs.serving(share, net.subnet, lab.name))
-        plan = dnsmasq.Plan(
-            lab.bridge, state / "tftp", state / "dnsmasq.log", state / "leases", state / "dnsmasq.conf", lan is not None
-        )
+        plan = dnsmasq.Plan(lab.bridge, state / "tftp", state / "dnsmasq.log", state / "leases",
+                            state / "dnsmasq.conf", lan is not None, names_dir(config))
         dns = stack.enter_context(dnsmasq.serving(inv, plan, lab.name))
         pids = {"http": http.pid, "nfs": persist.pid, "dnsmasq": dns.pid}
         record = {"netns": lab.name, "pids": pids, "serve": os.getpid(), "interface": interface}

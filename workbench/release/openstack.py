@@ -2,7 +2,8 @@
 
 Each replica of a release is a server booted from the release's glance image
 (`fab image.publish`, done by `stage` when missing), named by the naming rule:
-`app-12.lab.wpdn`, then `app-12-2.lab.wpdn`. A release's replicas share a
+`app-12.lab.wpdn`, then `app-12-2.lab.wpdn`, which the lab's DNS (the
+networking node's) answers while the server lives. A release's replicas share a
 soft-anti-affinity server group, so nova spreads them over the hypervisors when
 there are several. Deploy-time settings reach a server as its user data (the
 metadata service), never through the image.
@@ -136,6 +137,7 @@ class OpenStackTarget:
             for server_id in ids:
                 server = wait_active(self.fleet, server_id, ACTIVE_TIMEOUT)
                 progress.detail(f"{server.name} ACTIVE on {self.fleet.host_of(server.id)} at {server.addresses[0]}")
+                lab.set_name(self.config, server.name, server.addresses[0])
                 started.append(self._instance(server, env))
         except FAILURES as exc:
             raise DeployFailed(f"the servers of {plan.tag} did not start: {exc}") from None
@@ -193,10 +195,13 @@ class OpenStackTarget:
             raise DeployFailed(f"the {environment.name} frontend cannot reach the lab LAN: {exc}") from None
 
     def stop(self, environment: Environment, tag: str) -> None:
-        servers = self.fleet.servers(**self._tags(environment, tag=tag))
-        if servers:
-            self.fleet.delete([s.id for s in servers])
+        self._delete(self.fleet.servers(**self._tags(environment, tag=tag)))
         self.fleet.delete_server_group(self._group_name(environment, tag))
+
+    def _delete(self, servers: Sequence[Server]) -> None:
+        for server in servers:
+            lab.set_name(self.config, server.name, None)
+        self.fleet.delete([s.id for s in servers])
 
     def instances(self, environment: Environment, role: str | None = None, tag: str | None = None) -> tuple[
         Instance, ...
@@ -230,7 +235,7 @@ class OpenStackTarget:
 
     def down(self, environment: Environment, role: str | None = None) -> tuple[str, ...]:
         servers = self.fleet.servers(**self._tags(environment, role))
-        self.fleet.delete([s.id for s in servers])
+        self._delete(servers)
         for tag in {s.metadata.get(RELEASE_KEY, "") for s in servers}:
             self.fleet.delete_server_group(self._group_name(environment, tag))
         for name in [role] if role else sorted(self.config.roles):
