@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.commands import fab
+from tests.support.commands import fab, kill_9_after
 from tests.support.config import REPO, config_data, write_config
 from tests.support.net import free_port
 from tests.support.releasekit import assert_served
@@ -36,7 +36,7 @@ from workbench.cloud import controller, lab, publish
 from workbench.core import config as wb_config
 from workbench.core import engine, ports
 from workbench.netboot import netns, node
-from workbench.release import loadgen
+from workbench.release import loadgen, target
 
 pytestmark = pytest.mark.e2e
 
@@ -255,6 +255,13 @@ def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
         image = openstack(cloud_config, "image", "show", first["boot_image"], member=True)
         assert image["name"] == f"{config.prefix}/app:{first_bake.version}"
         assert image["properties"]["os_hash_value"] == first["boot_checksum"]
+        # The lab's DNS answers the server's name.
+        lab_ns = netns.namespace_name(config.prefix)
+        node_address = lab.plan(config).inventory.network.server
+        answer = subprocess.run(["ip", "netns", "exec", lab_ns, "busybox", "nslookup", f"{first['tag']}.lab.{domain}",
+                                 node_address], capture_output=True, text=True, timeout=30).stdout
+        assert running[f"{first['tag']}.lab.{domain}"]["Networks"]["provider"][0] in answer, answer
+        assert config.environment("lab").lab_address not in answer
 
         second_bake = bake.bake_role(config, "app", force=True)
         with loadgen.Load(f"http://127.0.0.1:{port}/health") as load:
@@ -276,15 +283,56 @@ def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
         assert set(running) == {f"{back['tag']}.lab.{domain}"}
         assert running[f"{back['tag']}.lab.{domain}"]["Image ID"] == first["boot_image"]
 
+        # kill -9 while the next release's server runs beside the current one: the next command undoes it,
+        # and its JSON is still only JSON.
+        kill_9_after(cloud_config, "started", "release.promote", "app", "--env", "lab", "--version",
+                     str(second_bake.version))
+        listed = fab("release.list", "--json", config=cloud_config, check=True, timeout=600)
+        assert "recover" in listed.stderr, listed.stderr
+        assert [r["tag"] for r in json.loads(listed.stdout) if r["environment"] == "lab"] == [back["tag"]]
+        assert set(servers()) == {f"{back['tag']}.lab.{domain}"}
+        assert lab_health(port)["release"] == back["tag"]
+
         history = json_of(fab("release.history", "--env", "lab", "--json", config=cloud_config))
-        assert [(r["tag"], r["action"], r["status"], r["target"]) for r in history] == [
-            (first["tag"], "promote", "released", "openstack"), (second["tag"], "promote", "released", "openstack"),
-            (back["tag"], "rollback", "released", "openstack")]
+        assert [(r["action"], r["status"], r["target"]) for r in history] == [
+            ("promote", "released", "openstack"), ("promote", "released", "openstack"),
+            ("rollback", "released", "openstack"), ("promote", "aborted", "openstack")]
+        assert [r["tag"] for r in history[:3]] == [first["tag"], second["tag"], back["tag"]]
     finally:
         down = fab("release.down", "--env", "lab", config=cloud_config, timeout=600)
     assert down.returncode == 0, down.stderr[-3000:]
     assert not servers()
     assert not engine.containers({engine.PREFIX_LABEL: config.prefix, "workbench.environment": "lab"})
+
+
+def test_two_replicas_run_on_two_hypervisors(cloud_up: dict[str, Any], cloud_config: Path,
+                                             baked: Callable[[str], bake.BakeResult]) -> None:
+    """A second hypervisor joins the running cloud (`cloud.up --vms 2` powers on hv2 only); a release
+    with `replicas = 2` runs one server on each, both behind the lab's frontend."""
+    config = wb_config.load(cloud_config)
+    added = json_of(fab("cloud.up", "--vms", "2", "--json", config=cloud_config, timeout=1800))
+    assert added["controller_started"] is False and added["hypervisors"]["hv1.lab.wpdn"] == 0.0
+    assert added["hypervisors"]["hv2.lab.wpdn"] > 0
+    data = config_data(config.prefix, config.state_dir, cloud={"public_port_offset": config.cloud.public_port_offset})
+    data["environments"]["lab"] = {**data["environments"]["lab"], "replicas": 2,
+                                   "frontend_port": config.environment("lab").frontend_port}
+    replicas_config = write_config(config.state_dir / "cloud-replicas.toml", data)
+    baked("frontend")
+    app = baked("app")
+    port = config.environment("lab").frontend_port
+    try:
+        release = json_of(fab("release.promote", "app", "--env", "lab", "--version", str(app.version), "--json",
+                              config=replicas_config, timeout=1200))
+        hosts = {s["Name"]: s["Host"] for s in openstack(cloud_config, "server", "list", "--all-projects", "--long")}
+        domain = config.workbench.domain
+        assert set(hosts) == {f"{release['tag']}.lab.{domain}", f"{release['tag']}-2.lab.{domain}"}, hosts
+        assert set(hosts.values()) == {"hv1.lab.wpdn", "hv2.lab.wpdn"}, hosts
+        answered_by = {target.upstream_of(f"http://127.0.0.1:{port}/health") for _ in range(20)}
+        assert len(answered_by) == 2 and None not in answered_by, answered_by
+    finally:
+        down = fab("release.down", "--env", "lab", config=replicas_config, timeout=600)
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert not openstack(cloud_config, "server", "list", "--all-projects")
 
 
 def test_no_secret_in_the_image_and_settings_private(cloud_up: dict[str, Any], cloud_config: Path) -> None:

@@ -8,23 +8,19 @@ says so on stderr, while its stdout still parses. Images are stand-ins
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.commands import fab
-from tests.support.config import REPO, config_data, write_config
+from tests.support.commands import fab, kill_9_after
+from tests.support.config import config_data, write_config
 from tests.support.net import free_port
 from tests.support.releasekit import clean_environments, make_app, make_frontend
 from workbench.core import config as wb_config
 from workbench.core import engine
-from workbench.release import releases as release
 
 
 @pytest.fixture(scope="module")
@@ -46,24 +42,6 @@ def cfg_path(wb_prefix: str, wb_state: Path, base_image: Any) -> Iterator[Path]:
         clean_environments(config)
         engine.remove_prefix(prefix)
         shutil.rmtree(state, ignore_errors=True)
-
-
-def kill_9_after(path: Path, step: str, *args: str) -> None:
-    """Run `fab *args` until it pauses after `step` (stderr says so), then kill -9 it."""
-    env = {**os.environ, wb_config.ENV_CONFIG: str(path), release.PAUSE_ENV: step, "WORKBENCH_PROGRESS": "plain"}
-    proc = subprocess.Popen([str(REPO / ".venv/bin/fab"), *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if f"paused after {step}" in line:
-                break
-        else:
-            raise AssertionError(f"fab {' '.join(args)} ended without pausing at {step}")
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_json_after_a_recovery_is_still_only_json(cfg_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 from tests.support.config import REPO
 from workbench.core import config as wb_config
+from workbench.release import releases as release
 
 FAB = REPO / ".venv" / "bin" / "fab"
 
@@ -19,6 +21,24 @@ def fab(*args: str, config: Path, check: bool = False, timeout: float = 900) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"fab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def kill_9_after(path: Path, step: str, *args: str) -> None:
+    """Run `fab *args` until it pauses after `step` (stderr says so), then kill -9 it."""
+    env = {**os.environ, wb_config.ENV_CONFIG: str(path), release.PAUSE_ENV: step, "WORKBENCH_PROGRESS": "plain"}
+    proc = subprocess.Popen([str(FAB), *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if f"paused after {step}" in line:
+                break
+        else:
+            raise AssertionError(f"fab {' '.join(args)} ended without pausing at {step}")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def git(repo: Path, *args: str) -> str:
