@@ -72,7 +72,7 @@ class FakeFleet:
     def security_group(self, name: str, ports: list[int]) -> str:
         return name
 
-    def server_group(self, name: str) -> str:
+    def server_group(self, name: str, members: int) -> str:
         return f"group-{name}"
 
     def delete_server_group(self, name: str) -> None:

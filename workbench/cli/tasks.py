@@ -94,6 +94,9 @@ def _drawn(c: Any, run_name: str | None) -> Iterator[runlog.RunLog | None]:
         code = 0
     except WorkbenchError as exc:
         code = exc.exit_code
+        if log is not None:
+            # The log is what is left of a run in CI or a terminal long closed: it says why it failed.
+            log.write("error", str(exc))
         raise
     except KeyboardInterrupt:
         code = 130

@@ -403,10 +403,19 @@ def console_output(conn: Connection, server_id: str) -> str:
 
 
 def delete_server(conn: Connection, server_id: str, timeout: float = 300) -> None:
-    """Delete the server and wait until nova has let it go."""
+    """Delete the server and wait until nova has let it go.
+
+    A deletion can fail on the hypervisor (libvirt's LXC driver, destroying a
+    container whose cgroup is already gone): nova then leaves the server in
+    ERROR, and asking again deletes it.
+    """
     conn.compute.delete_server(server_id, ignore_missing=True)
     deadline = time.monotonic() + timeout
-    while conn.compute.find_server(server_id) is not None:
+    asked = time.monotonic()
+    while (server := conn.compute.find_server(server_id)) is not None:
         if time.monotonic() > deadline:
             raise CloudError(f"server {server_id} was not deleted within {timeout:.0f}s")
+        if server.status == "ERROR" and not server.task_state and time.monotonic() - asked > 5:
+            conn.compute.delete_server(server_id, ignore_missing=True)
+            asked = time.monotonic()
         time.sleep(2.0)

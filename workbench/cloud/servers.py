@@ -33,8 +33,9 @@ REPLICA_KEY = "workbench_replica"
 STANDBY_KEY = "workbench_standby"
 # What a failing cloud raises: the workbench's own errors, and the API's when it does not answer.
 FAILURES: tuple[type[Exception], ...] = (CloudError, *api.NOT_YET)
-# Nova's scheduler spreads a group's servers over hosts when it can, and still places them when it cannot.
-SPREAD_POLICY = "soft-anti-affinity"
+# A group's servers on distinct hosts (nova refuses one more than there are hosts), or spread only as
+# far as its weighers choose to: with fewer hypervisors than replicas, they still all run.
+STRICT_SPREAD, SOFT_SPREAD = "anti-affinity", "soft-anti-affinity"
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,18 @@ class Fleet:
         if found is not None:
             api.delete_security_group(self.conn, str(found.id))
 
-    def server_group(self, name: str) -> str:
-        """The group that spreads a release's replicas over the hypervisors; its id."""
+    def server_group(self, name: str, members: int) -> str:
+        """The group that spreads `members` servers over the hypervisors, one per host when there are
+        enough; its id. Nova's soft policy alone is a weigher among others (free memory outweighs
+        it: both replicas landed on the emptier host), so it is only the fallback."""
         for group in self.conn.compute.server_groups():
             if group.name == name:
                 return str(group.id)
-        return str(self.conn.compute.create_server_group(name=name, policy=SPREAD_POLICY).id)
+        hosts = len(api.services(self.admin).hypervisors())
+        policy = STRICT_SPREAD if hosts >= members else SOFT_SPREAD
+        if policy == SOFT_SPREAD:
+            progress.detail(f"{members} servers on {hosts} hypervisor(s): some share one")
+        return str(self.conn.compute.create_server_group(name=name, policy=policy).id)
 
     def delete_server_group(self, name: str) -> None:
         for group in self.conn.compute.server_groups():

@@ -4,9 +4,9 @@ Each replica of a release is a server booted from the release's glance image
 (`fab image.publish`, done by `stage` when missing), named by the naming rule:
 `app-12.lab.wpdn`, then `app-12-2.lab.wpdn`, which the lab's DNS (the
 networking node's) answers while the server lives. A release's replicas share a
-soft-anti-affinity server group, so nova spreads them over the hypervisors when
-there are several. Deploy-time settings reach a server as its user data (the
-metadata service), never through the image.
+server group, so nova spreads them over the hypervisors (one per host when there
+are enough). Deploy-time settings reach a server as its user data (the metadata
+service), never through the image.
 
 The environment's frontend is the same nginx container as on the Docker target
 (published on 127.0.0.1:<frontend_port>), with a leg on the lab LAN at
@@ -126,7 +126,9 @@ class OpenStackTarget:
             groups = ["default"]
             if role.ports:
                 groups.append(self.fleet.security_group(self._security_group_name(env, role.name), role.ports))
-            spread = self.fleet.server_group(self._group_name(env, plan.tag)) if plan.replicas > 1 else ""
+            spread = ""
+            if plan.replicas > 1:
+                spread = self.fleet.server_group(self._group_name(env, plan.tag), plan.replicas)
             ids = []
             for replica, name in enumerate(self.names(plan), start=1):
                 settings = {**environment_variables(plan), "WORKBENCH_HOSTNAME": name}
