@@ -40,6 +40,9 @@ LAB_INTERFACE = "lab0"
 LAB_PORT = "nbctl0"
 CLOUD_LABEL = "workbench.cloud"
 SETTINGS_LABEL = "workbench.cloud.settings"
+# Bumped when how the container is run changes (options beyond the image and the settings file):
+# a running controller of an older recipe is replaced, on its data, by the next `cloud.up`.
+CONTAINER_RECIPE = 2
 # What the services log (workbench-services writes each one's output there).
 LOG_MOUNT = "/var/log/workbench"
 STOP_TIMEOUT = 120
@@ -100,7 +103,7 @@ def _write_settings(config: Config, values: dict[str, object]) -> tuple[Path, st
     os.chmod(etc, 0o700)
     text = (json.dumps(values, indent=2, sort_keys=True) + "\n").encode()
     write_private(etc / SETTINGS_FILE, text)
-    return etc, hashlib.sha256(text).hexdigest()[:16]
+    return etc, f"{hashlib.sha256(text).hexdigest()[:16]}-r{CONTAINER_RECIPE}"
 
 
 def data_dirs(config: Config) -> dict[str, Path]:
@@ -145,17 +148,19 @@ def start(config: Config, plan: CloudPlan, secrets: CloudSecrets, image: str) ->
     volumes[str(log_dir(config))] = {"bind": LOG_MOUNT, "mode": "rw"}
     labels = {engine.PREFIX_LABEL: config.prefix, engine.ROLE_LABEL: ROLE, CLOUD_LABEL: ROLE, SETTINGS_LABEL: digest}
     try:
-        container = engine.client().containers.run(
+        # Neutron's DHCP agent sets sysctls in each network namespace it makes (promote_secondaries
+        # first): under Docker's read-only /proc/sys that failed, the agent then never brought the
+        # namespace's loopback up, so its dhcp_release never reached dnsmasq, and a deleted server's
+        # lease kept its address from the next server given it ("not using configured address").
+        container = engine.run_with_proc_sys(
             image,
             name=container_name(config),
             hostname=HOSTNAME,
-            detach=True,
             cap_add=list(role.capabilities),
             environment={"WORKBENCH_ROLE": ROLE, "WORKBENCH_RELEASE": image, "WORKBENCH_ENVIRONMENT": "cloud"},
             labels=labels,
-            ports={f"{port}/tcp": ("127.0.0.1", plan.public_ports[api]) for api, port in APIS.items()},
-            volumes=volumes,
-            stop_signal="SIGTERM",
+            ports={port: ("127.0.0.1", plan.public_ports[api]) for api, port in APIS.items()},
+            binds=volumes,
         )
     except docker.errors.APIError as exc:
         engine.remove_container(container_name(config))

@@ -101,6 +101,32 @@ def running(image: str, **kwargs: Any) -> Iterator[Container]:
         remove_container(container)
 
 
+def run_with_proc_sys(
+    image: str,
+    *,
+    name: str,
+    hostname: str,
+    environment: dict[str, str],
+    labels: dict[str, str],
+    ports: dict[int, tuple[str, int]],
+    binds: dict[str, dict[str, str]],
+    cap_add: list[str],
+    stop_signal: str = "SIGTERM",
+) -> Container:
+    """Start a detached container whose /proc/sys is writable, as `docker run --security-opt
+    systempaths=unconfined` does: Docker masks /proc paths and mounts /proc/sys read-only, and its
+    API knows the CLI's option only as two HostConfig lists, which docker-py's `run` cannot set."""
+    api = client().api
+    host_config = api.create_host_config(cap_add=cap_add, port_bindings=ports, binds=binds)
+    host_config["MaskedPaths"] = []
+    host_config["ReadonlyPaths"] = []
+    created = api.create_container(image, name=name, hostname=hostname, environment=environment, labels=labels,
+                                   ports=list(ports), volumes=[bind["bind"] for bind in binds.values()],
+                                   host_config=host_config, stop_signal=stop_signal, detach=True)
+    api.start(created["Id"])
+    return client().containers.get(created["Id"])
+
+
 def bridge_gateway() -> str:
     """The default bridge's gateway: how containers reach services on the host."""
     network = client().networks.get("bridge")
