@@ -44,3 +44,29 @@ def test_a_failure_beside_it_interrupts_the_bake_and_waits_for_it(monkeypatch: p
         raise ValueError("node failed")
     # The block's error is the one reported, and the bake had ended before it was.
     assert finished.is_set()
+
+
+def test_an_undo_powers_off_only_the_vms_it_was_given(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed `cloud.up` on a running cloud undoes what it powered on, never the hypervisors already up."""
+    from workbench.cloud import hypervisors
+
+    stopped: list[str] = []
+
+    class Pids:
+        def __init__(self, directory: Any) -> None:
+            self.directory = directory
+
+        def stop(self, grace: float) -> int:
+            stopped.append(self.directory.name)
+            return 4242
+
+    monkeypatch.setattr(hypervisors, "cloud_dir", lambda config: tmp_path)
+    monkeypatch.setattr(hypervisors, "_pidfile", Pids)
+    for name in ("hv1", "hv2"):
+        (tmp_path / "vms" / name).mkdir(parents=True)
+        (tmp_path / "vms" / name / "disk.qcow2").write_text("disk")
+    assert hypervisors.stop(object(), ["hv2"]) == ["powered off hypervisor VM hv2 (pid 4242)"]  # type: ignore[arg-type]
+    assert stopped == ["hv2"] and (tmp_path / "vms" / "hv1" / "disk.qcow2").exists()
+    assert not (tmp_path / "vms" / "hv2" / "disk.qcow2").exists()
+    hypervisors.stop_all(object())  # type: ignore[arg-type]
+    assert stopped == ["hv2", "hv1", "hv2"]

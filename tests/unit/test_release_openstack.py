@@ -41,6 +41,7 @@ class FakeFleet:
         self.booted: list[dict[str, Any]] = []
         self.staged: list[GlanceImage | None] = []
         self.deleted: list[str] = []
+        self.hosts = {"hv1.lab.wpdn", "hv2.lab.wpdn"}
 
     def stage(self, role: str, image_id: str, recorded: GlanceImage | None) -> GlanceImage:
         self.staged.append(recorded)
@@ -72,7 +73,10 @@ class FakeFleet:
     def security_group(self, name: str, ports: list[int]) -> str:
         return name
 
-    def server_group(self, name: str, members: int) -> str:
+    def hypervisors(self) -> set[str]:
+        return self.hosts
+
+    def server_group(self, name: str, members: int, hosts: int) -> str:
         return f"group-{name}"
 
     def delete_server_group(self, name: str) -> None:
@@ -133,6 +137,15 @@ def test_a_start_replaces_servers_an_interrupted_start_of_the_same_tag_left(tmp_
     target.start(plan_of(config))
     target.start(plan_of(config))
     assert fleet.deleted == ["app-12.lab.wpdn"] and len(fleet.servers()) == 1
+
+
+def test_no_server_is_asked_for_while_no_hypervisor_is_up(tmp_path: Path) -> None:
+    config = lab_config(tmp_path)
+    fleet = FakeFleet()
+    fleet.hosts = set()
+    with pytest.raises(DeployFailed, match="no hypervisor of the cloud can take a server"):
+        target_with(config, fleet).start(plan_of(config))
+    assert fleet.booted == []
 
 
 def test_a_rollback_stages_the_recorded_image_by_id_and_checksum(tmp_path: Path) -> None:

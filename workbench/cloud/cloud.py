@@ -148,8 +148,10 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
         # Powered on before the controller is baked and started: they netboot and configure
         # meanwhile, and nova-compute waits for the controller (systemd restarts it if it waits
         # longer than its start timeout).
-        undo.callback(hypervisors.stop_all, config)
-        booted = hypervisors.boot(config, cloud, chosen) if chosen else []
+        # Only what this command powered on: a failed `cloud.up` on a running cloud leaves its hypervisors.
+        ours: list[str] = []
+        undo.callback(hypervisors.stop, config, ours)
+        booted = hypervisors.boot(config, cloud, chosen, ours) if chosen else []
         powered_on = time.monotonic()
 
         baked = baking.result()

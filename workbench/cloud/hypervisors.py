@@ -87,8 +87,12 @@ def _tap(plan: CloudPlan, hv: Node) -> str:
     return f"hvtap{hypervisors(plan).index(hv)}"
 
 
-def boot(config: Config, plan: CloudPlan, nodes: tuple[Node, ...]) -> list[BootedVM]:
-    """Power on a VM for each of `nodes` that is not running yet."""
+def boot(config: Config, plan: CloudPlan, nodes: tuple[Node, ...], powered_on: list[str] | None = None) -> list[
+    BootedVM
+]:
+    """Power on a VM for each of `nodes` that is not running yet; each one powered on is added to
+    `powered_on` (by its directory's name, as `stop` takes it) as soon as it runs: what an undo must
+    power off, and nothing else."""
     lab = netns.Lab(netns.namespace_name(config.prefix), netns.BRIDGE)
     booted = []
     for hv in nodes:
@@ -106,6 +110,8 @@ def boot(config: Config, plan: CloudPlan, nodes: tuple[Node, ...]) -> list[Boote
         netns.add_tap(lab, vm.tap)
         daemon = qemu.spawn(vm, lab.name, directory / "qemu.out")
         pids.write(daemon.pid)
+        if powered_on is not None:
+            powered_on.append(directory.name)
         progress.step("cloud", f"powered on {hv.name} (MAC {hv.mac}, {vm.memory_mb} MiB, qemu TCG; console {console})")
         booted.append(BootedVM(hv.name, hv.mac, daemon.pid, console, True))
     return booted
@@ -154,13 +160,19 @@ def wait_registered(
 
 def stop_all(config: Config) -> list[str]:
     """Power off every hypervisor VM of this state dir (and remove their disks)."""
-    done: list[str] = []
     root = cloud_dir(config) / "vms"
     if not root.is_dir():
-        return done
-    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        return []
+    return stop(config, [p.name for p in sorted(root.iterdir()) if p.is_dir()])
+
+
+def stop(config: Config, names: list[str]) -> list[str]:
+    """Power off the hypervisor VMs of these directories (`hv1`) and remove their disks."""
+    done: list[str] = []
+    for name in names:
+        directory = cloud_dir(config) / "vms" / name
         pid = _pidfile(directory).stop(grace=5.0)
         if pid is not None:
-            done.append(f"powered off hypervisor VM {directory.name} (pid {pid})")
+            done.append(f"powered off hypervisor VM {name} (pid {pid})")
         (directory / "disk.qcow2").unlink(missing_ok=True)
     return done

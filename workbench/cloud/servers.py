@@ -168,14 +168,17 @@ class Fleet:
         if found is not None:
             api.delete_security_group(self.conn, str(found.id))
 
-    def server_group(self, name: str, members: int) -> str:
-        """The group that spreads `members` servers over the hypervisors, one per host when there are
-        enough; its id. Nova's soft policy alone is a weigher among others (free memory outweighs
+    def hypervisors(self) -> set[str]:
+        """The hypervisors that can take a server now (nova-compute up, network agent alive)."""
+        return api.services(self.admin).hypervisors()
+
+    def server_group(self, name: str, members: int, hosts: int) -> str:
+        """The group that spreads `members` servers over `hosts` hypervisors, one per host when there
+        are enough; its id. Nova's soft policy alone is a weigher among others (free memory outweighs
         it: both replicas landed on the emptier host), so it is only the fallback."""
         for group in self.conn.compute.server_groups():
             if group.name == name:
                 return str(group.id)
-        hosts = len(api.services(self.admin).hypervisors())
         policy = STRICT_SPREAD if hosts >= members else SOFT_SPREAD
         if policy == SOFT_SPREAD:
             progress.detail(f"{members} servers on {hosts} hypervisor(s): some share one")

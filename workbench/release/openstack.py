@@ -123,12 +123,16 @@ class OpenStackTarget:
         # Left by an interrupted promote of this very tag.
         self.stop(env, plan.tag)
         try:
+            hosts = self.fleet.hypervisors()
+            if not hosts:
+                raise DeployFailed("no hypervisor of the cloud can take a server (nova-compute and its network "
+                                   "agent up): power one on (`fab cloud.up --vms 1`) and see `fab cloud.status`")
             groups = ["default"]
             if role.ports:
                 groups.append(self.fleet.security_group(self._security_group_name(env, role.name), role.ports))
             spread = ""
             if plan.replicas > 1:
-                spread = self.fleet.server_group(self._group_name(env, plan.tag), plan.replicas)
+                spread = self.fleet.server_group(self._group_name(env, plan.tag), plan.replicas, len(hosts))
             ids = []
             for replica, name in enumerate(self.names(plan), start=1):
                 settings = {**environment_variables(plan), "WORKBENCH_HOSTNAME": name}
