@@ -107,6 +107,10 @@ def lab(name: str, address: str, prefixlen: int) -> Iterator[Lab]:
 
 
 def add_tap(lab: Lab, tap: str) -> None:
+    """A tap on the lab's bridge for a VM about to start. One left by a VM that was powered off
+    (the tap outlives its qemu) is replaced: only one VM uses a tap name at a time."""
+    if run.capture(["ip", "-n", lab.name, "link", "show", tap], check=False).returncode == 0:
+        _ip("link", "delete", tap, netns=lab.name)
     _ip("tuntap", "add", "dev", tap, "mode", "tap", netns=lab.name)
     _ip("link", "set", tap, "master", lab.bridge, netns=lab.name)
     _ip("link", "set", tap, "up", netns=lab.name)
