@@ -82,7 +82,7 @@ def measured(config: Path, url: str, label: str, rows: list[tuple[str, str]], *a
 def run(config_path: Path, env: str, rows: list[tuple[str, str]]) -> None:
     config = wb_config.load(config_path)
     environment = config.environment(env)
-    versions = sorted(images.version_of(i) for i in images.verified(config, "app"))
+    versions = sorted(images.version_of(i) for i in images.accepted(config, "app"))
     if len(versions) < 2:
         raise SystemExit("two verified app images are needed: `fab image.bake --role app --force` once more")
     older, newer = versions[-2], versions[-1]
