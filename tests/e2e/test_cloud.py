@@ -36,7 +36,7 @@ from workbench.cloud import controller, lab, publish
 from workbench.core import config as wb_config
 from workbench.core import engine, ports
 from workbench.netboot import netns, node
-from workbench.release import loadgen, target
+from workbench.release import loadgen, registry, target
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +80,8 @@ def debugfs(image: Path, request: str) -> str:
 def cloud_config(wb_prefix: str, wb_state: Path, base_image: Any) -> Path:
     """The session's configuration (its prefix, state and live image), the APIs on free ports, the lab
     environment's frontend (its releases run on the cloud) on a free port too."""
-    data = config_data(wb_prefix, wb_state, cloud={"public_port_offset": free_offset()})
+    data = config_data(wb_prefix, wb_state, cloud={"public_port_offset": free_offset()},
+                       registry={"port": free_port()})
     data["environments"]["lab"] = {**data["environments"]["lab"], "frontend_port": free_port()}
     return write_config(wb_state / "cloud.toml", data)
 
@@ -93,6 +94,8 @@ def cloud_up(cloud_config: Path) -> Iterator[dict[str, Any]]:
         yield json_of(fab("cloud.up", "--vms", "1", "--json", config=cloud_config, timeout=3600))
     finally:
         fab("cloud.down", "--purge", config=cloud_config, timeout=300)
+        # The releases on the cloud started the registry on its own port.
+        registry.down(wb_config.load(cloud_config))
 
 
 def test_a_taken_port_is_one_error_and_leaves_nothing_running(cloud_config: Path) -> None:
@@ -313,7 +316,8 @@ def test_two_replicas_run_on_two_hypervisors(cloud_up: dict[str, Any], cloud_con
     added = json_of(fab("cloud.up", "--vms", "2", "--json", config=cloud_config, timeout=1800))
     assert added["controller_started"] is False and added["hypervisors"]["hv1.lab.wpdn"] == 0.0
     assert added["hypervisors"]["hv2.lab.wpdn"] > 0
-    data = config_data(config.prefix, config.state_dir, cloud={"public_port_offset": config.cloud.public_port_offset})
+    data = config_data(config.prefix, config.state_dir, cloud={"public_port_offset": config.cloud.public_port_offset},
+                       registry={"port": config.registry.port})
     data["environments"]["lab"] = {**data["environments"]["lab"], "replicas": 2,
                                    "frontend_port": config.environment("lab").frontend_port}
     replicas_config = write_config(config.state_dir / "cloud-replicas.toml", data)
