@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.commands import fab, kill_9_after
+from tests.support.commands import FAB, fab, kill_9_after
 from tests.support.config import REPO, config_data, write_config
 from tests.support.net import free_port
 from tests.support.releasekit import assert_served
@@ -234,12 +234,20 @@ def lab_health(port: int) -> dict[str, str]:
 
 def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
         cloud_up: dict[str, Any], cloud_config: Path, baked: Callable[[str], bake.BakeResult]) -> None:
-    """The lab environment runs on the cloud: promote, promote a fresh bake under load, roll back by
-    tag to the first release's very glance image, the history; each release a server behind the
-    lab's frontend, the replaced one deleted."""
+    """The lab environment runs on the cloud: promote; promote a fresh bake under load as two replicas,
+    one on each hypervisor (hv2 joins the running cloud meanwhile: `cloud.up --vms 2` powers on hv2
+    only); roll back by tag to the first release's very glance image; kill -9 recovered; the history.
+    Each release is servers behind the lab's frontend, the replaced ones deleted."""
     config = wb_config.load(cloud_config)
     port = config.environment("lab").frontend_port
     domain = config.workbench.domain
+    data = config_data(config.prefix, config.state_dir, cloud={"public_port_offset": config.cloud.public_port_offset},
+                       registry={"port": config.registry.port})
+    data["environments"]["lab"] = {**data["environments"]["lab"], "replicas": 2, "frontend_port": port}
+    replicas_config = write_config(config.state_dir / "cloud-replicas.toml", data)
+    joining = subprocess.Popen([str(FAB), "cloud.up", "--vms", "2", "--json"], cwd=REPO, text=True,
+                               env={**os.environ, wb_config.ENV_CONFIG: str(cloud_config)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     baked("frontend")
     first_bake = baked("app")
 
@@ -267,13 +275,22 @@ def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
         assert config.environment("lab").lab_address not in answer
 
         second_bake = bake.bake_role(config, "app", force=True)
+        out, err = joining.communicate(timeout=1800)
+        assert joining.returncode == 0, err[-3000:]
+        added = json.loads(out)
+        assert added["controller_started"] is False and added["hypervisors"]["hv1.lab.wpdn"] == 0.0
+        assert added["hypervisors"]["hv2.lab.wpdn"] > 0
         with loadgen.Load(f"http://127.0.0.1:{port}/health") as load:
-            second = json_of(fab("release.promote", "app", "--env", "lab", "--json", config=cloud_config,
+            second = json_of(fab("release.promote", "app", "--env", "lab", "--json", config=replicas_config,
                                  timeout=1200))
         assert_served(load.result, 10)
         assert second["version"] == second_bake.version and second["boot_image"] != first["boot_image"]
         assert lab_health(port)["release"] == second["tag"]
-        assert set(servers()) == {f"{second['tag']}.lab.{domain}"}
+        hosts = {s["Name"]: s["Host"] for s in openstack(cloud_config, "server", "list", "--all-projects", "--long")}
+        assert set(hosts) == {f"{second['tag']}.lab.{domain}", f"{second['tag']}-2.lab.{domain}"}, hosts
+        assert set(hosts.values()) == {"hv1.lab.wpdn", "hv2.lab.wpdn"}, hosts
+        answered_by = {target.upstream_of(f"http://127.0.0.1:{port}/health") for _ in range(20)}
+        assert len(answered_by) == 2 and None not in answered_by, answered_by
 
         with loadgen.Load(f"http://127.0.0.1:{port}/health") as load:
             back = json_of(fab("release.rollback", first["tag"], "--json", config=cloud_config, timeout=1200))
@@ -302,41 +319,13 @@ def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
             ("rollback", "released", "openstack"), ("promote", "aborted", "openstack")]
         assert [r["tag"] for r in history[:3]] == [first["tag"], second["tag"], back["tag"]]
     finally:
+        if joining.poll() is None:
+            joining.kill()
+            joining.communicate()
         down = fab("release.down", "--env", "lab", config=cloud_config, timeout=600)
     assert down.returncode == 0, down.stderr[-3000:]
     assert not servers()
     assert not engine.containers({engine.PREFIX_LABEL: config.prefix, "workbench.environment": "lab"})
-
-
-def test_two_replicas_run_on_two_hypervisors(cloud_up: dict[str, Any], cloud_config: Path,
-                                             baked: Callable[[str], bake.BakeResult]) -> None:
-    """A second hypervisor joins the running cloud (`cloud.up --vms 2` powers on hv2 only); a release
-    with `replicas = 2` runs one server on each, both behind the lab's frontend."""
-    config = wb_config.load(cloud_config)
-    added = json_of(fab("cloud.up", "--vms", "2", "--json", config=cloud_config, timeout=1800))
-    assert added["controller_started"] is False and added["hypervisors"]["hv1.lab.wpdn"] == 0.0
-    assert added["hypervisors"]["hv2.lab.wpdn"] > 0
-    data = config_data(config.prefix, config.state_dir, cloud={"public_port_offset": config.cloud.public_port_offset},
-                       registry={"port": config.registry.port})
-    data["environments"]["lab"] = {**data["environments"]["lab"], "replicas": 2,
-                                   "frontend_port": config.environment("lab").frontend_port}
-    replicas_config = write_config(config.state_dir / "cloud-replicas.toml", data)
-    baked("frontend")
-    app = baked("app")
-    port = config.environment("lab").frontend_port
-    try:
-        release = json_of(fab("release.promote", "app", "--env", "lab", "--version", str(app.version), "--json",
-                              config=replicas_config, timeout=1200))
-        hosts = {s["Name"]: s["Host"] for s in openstack(cloud_config, "server", "list", "--all-projects", "--long")}
-        domain = config.workbench.domain
-        assert set(hosts) == {f"{release['tag']}.lab.{domain}", f"{release['tag']}-2.lab.{domain}"}, hosts
-        assert set(hosts.values()) == {"hv1.lab.wpdn", "hv2.lab.wpdn"}, hosts
-        answered_by = {target.upstream_of(f"http://127.0.0.1:{port}/health") for _ in range(20)}
-        assert len(answered_by) == 2 and None not in answered_by, answered_by
-    finally:
-        down = fab("release.down", "--env", "lab", config=replicas_config, timeout=600)
-    assert down.returncode == 0, down.stderr[-3000:]
-    assert not openstack(cloud_config, "server", "list", "--all-projects")
 
 
 def test_no_secret_in_the_image_and_settings_private(cloud_up: dict[str, Any], cloud_config: Path) -> None:
