@@ -246,3 +246,18 @@ def test_the_nodes_dns_reads_the_names_directory(tmp_path: Path) -> None:
     inv = lab.plan(config).inventory
     plan = dnsmasq.Plan("nb0", tmp_path / "t", tmp_path / "l", tmp_path / "s", tmp_path / "c", hosts=tmp_path / "n")
     assert f"addn-hosts={tmp_path / 'n'}\n" in dnsmasq.config_text(inv, plan)
+
+
+def test_a_servers_ipv4_addresses_and_fault_are_read_as_nova_lists_them() -> None:
+    from types import SimpleNamespace
+
+    from workbench.cloud import servers
+
+    item = SimpleNamespace(id="i", name="app-1.lab.wpdn", status="ERROR", metadata={"workbench_replica": 1},
+                           addresses={"provider": [{"addr": "10.77.0.205", "version": 4},
+                                                   {"addr": "fe80::1", "version": 6}]},
+                           fault={"message": "No valid host"})
+    server = servers._server(item)
+    assert (server.addresses, server.fault, server.metadata) == (("10.77.0.205",), "No valid host",
+                                                                 {"workbench_replica": "1"})
+    assert servers._server(SimpleNamespace(id="j", fault=None)).addresses == ()

@@ -392,9 +392,20 @@ class ServerState:
 
 def server_state(conn: Connection, server_id: str) -> ServerState:
     server = conn.compute.get_server(server_id)
-    addresses = tuple(a["addr"] for net in (server.addresses or {}).values() for a in net if a.get("version") == 4)
-    fault = (server.fault or {}).get("message", "") if isinstance(server.fault, dict) else ""
-    return ServerState(str(server.id), str(server.status), str(server.hypervisor_hostname or ""), addresses, fault)
+    return ServerState(str(server.id), str(server.status), str(server.hypervisor_hostname or ""),
+                       ipv4_addresses(server), fault_message(server))
+
+
+def ipv4_addresses(server: Any) -> tuple[str, ...]:
+    """A server's IPv4 addresses, over all its networks (nova lists them per network)."""
+    return tuple(a["addr"] for net in (getattr(server, "addresses", None) or {}).values() for a in net
+                 if a.get("version") == 4)
+
+
+def fault_message(server: Any) -> str:
+    """What nova recorded of a server's fault ("" when none)."""
+    fault = getattr(server, "fault", None)
+    return str(fault.get("message", "")) if isinstance(fault, dict) else ""
 
 
 def console_output(conn: Connection, server_id: str) -> str:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import openstack.exceptions
 
@@ -87,21 +88,21 @@ class Fleet:
         return made
 
     def has_image(self, glance_id: str) -> bool:
-        try:
-            api.image_record(self.conn, glance_id)
-        except openstack.exceptions.NotFoundException:
-            return False
-        return True
+        return self._record(glance_id) is not None
 
     def delete_image(self, glance_id: str) -> None:
         api.delete_image(self.conn, glance_id)
 
-    def _image(self, glance_id: str) -> GlanceImage | None:
+    def _record(self, glance_id: str) -> dict[str, Any] | None:
+        """What glance records of the image, None when it has no such image."""
         try:
-            record = api.image_record(self.conn, glance_id)
+            return api.image_record(self.conn, glance_id)
         except openstack.exceptions.NotFoundException:
             return None
-        if record.get("status") != "active":
+
+    def _image(self, glance_id: str) -> GlanceImage | None:
+        record = self._record(glance_id)
+        if record is None or record.get("status") != "active":
             return None
         return GlanceImage(str(record["id"]), str(record.get("os_hash_value") or ""))
 
@@ -191,12 +192,9 @@ class Fleet:
 
 
 def _server(item: object) -> Server:
-    addresses = tuple(a["addr"] for net in (getattr(item, "addresses", None) or {}).values() for a in net
-                      if a.get("version") == 4)
-    fault = getattr(item, "fault", None)
+    metadata = {str(k): str(v) for k, v in (getattr(item, "metadata", None) or {}).items()}
     return Server(str(getattr(item, "id", "")), str(getattr(item, "name", "")), str(getattr(item, "status", "")),
-                  addresses, {str(k): str(v) for k, v in (getattr(item, "metadata", None) or {}).items()},
-                  fault.get("message", "") if isinstance(fault, dict) else "")
+                  api.ipv4_addresses(item), metadata, api.fault_message(item))
 
 
 def wait_active(fleet: Fleet, server_id: str, timeout: float) -> Server:
