@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.commands import fab
-from tests.support.config import REPO, config_data, write_config
+from tests.support.commands import fab, kill_9_after
+from tests.support.config import config_data, write_config
 from tests.support.net import free_port
 from tests.support.releasekit import assert_served, clean_environments, make_app, make_frontend
 from workbench.core import config as wb_config
@@ -325,23 +325,7 @@ def ledger_intent(env: Env) -> ledger.Intent | None:
 
 def killed_at(env: Env, step: str, *args: str) -> bool:
     """Run `fab *args` until it pauses after `step`, then kill -9 it."""
-    child_env = {**os.environ, wb_config.ENV_CONFIG: str(env.path), release.PAUSE_ENV: step}
-    proc = subprocess.Popen([str(REPO / ".venv/bin/fab"), *args], cwd=REPO, env=child_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if f"paused after {step}" in line:
-                break
-        else:
-            raise AssertionError(f"fab {' '.join(args)} ended without pausing at {step}")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert kill_9_after(env.path, step, *args) == -signal.SIGKILL
     intent = ledger_intent(env)
     assert intent is not None and intent.step == step
     return True

@@ -23,8 +23,8 @@ def fab(*args: str, config: Path, check: bool = False, timeout: float = 900) -> 
     return proc
 
 
-def kill_9_after(path: Path, step: str, *args: str) -> None:
-    """Run `fab *args` until it pauses after `step` (stderr says so), then kill -9 it."""
+def kill_9_after(path: Path, step: str, *args: str) -> int:
+    """Run `fab *args` until it pauses after `step` (stderr says so), then kill -9 it; its exit status."""
     env = {**os.environ, wb_config.ENV_CONFIG: str(path), release.PAUSE_ENV: step, "WORKBENCH_PROGRESS": "plain"}
     proc = subprocess.Popen([str(FAB), *args], cwd=REPO, env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -39,6 +39,7 @@ def kill_9_after(path: Path, step: str, *args: str) -> None:
     finally:
         proc.kill()
         proc.wait()
+    return proc.returncode
 
 
 def git(repo: Path, *args: str) -> str:
