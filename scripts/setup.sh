@@ -68,10 +68,18 @@ fi
 if ! docker info >/dev/null 2>&1; then
     log="$STATE/dockerd.log"
     echo "setup: no Docker engine answers; starting dockerd (log: $log)"
-    $SUDO setsid nohup dockerd >"$log" 2>&1 </dev/null &
-    for _ in $(seq 1 60); do
-        docker info >/dev/null 2>&1 && break
-        sleep 0.5
+    # A cold machine can be slow enough that dockerd gives up waiting for its
+    # containerd and exits; a second start finds the files cached and comes up.
+    for attempt in 1 2; do
+        $SUDO setsid nohup dockerd >>"$log" 2>&1 </dev/null &
+        pid=$!
+        for _ in $(seq 1 120); do
+            docker info >/dev/null 2>&1 && break 2
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -0 "$pid" 2>/dev/null && break
+        [ "$attempt" = 1 ] && echo "setup: dockerd exited before answering (log: $log); starting it again"
     done
     docker info >/dev/null 2>&1 || { echo "setup: dockerd did not come up, see $log" >&2; tail -20 "$log" >&2; exit 1; }
     echo "setup: Docker engine ready"
