@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import time
@@ -244,6 +245,9 @@ def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
     data = config_data(config.prefix, config.state_dir, cloud={"public_port_offset": config.cloud.public_port_offset},
                        registry={"port": config.registry.port})
     data["environments"]["lab"] = {**data["environments"]["lab"], "replicas": 2, "frontend_port": port}
+    # A jump box for `ssh.config` (a pool: nothing of it runs here).
+    data["pools"] = {"jump": {"role": "jumpbox", "members": [{"name": "jump1", "private": "10.77.0.250",
+                                                              "public": "192.0.2.10"}]}}
     replicas_config = write_config(config.state_dir / "cloud-replicas.toml", data)
     joining = subprocess.Popen([str(FAB), "cloud.up", "--vms", "2", "--json"], cwd=REPO, text=True,
                                env={**os.environ, wb_config.ENV_CONFIG: str(cloud_config)},
@@ -291,6 +295,12 @@ def test_releases_on_the_cloud_promote_promote_rollback_by_tag(
         assert set(hosts.values()) == {"hv1.lab.wpdn", "hv2.lab.wpdn"}, hosts
         answered_by = {target.upstream_of(f"http://127.0.0.1:{port}/health") for _ in range(20)}
         assert len(answered_by) == 2 and None not in answered_by, answered_by
+        # `ssh.config` lists the servers of the release serving, at their lab addresses, behind the jump box.
+        listed = fab("ssh.config", config=replicas_config, check=True).stdout
+        addresses = {a for s in servers().values() for a in s["Networks"]["provider"]}
+        blocks = dict(re.findall(r"Host (\S+)\n    HostName (\S+)\n    User ops\n    ProxyJump jump1\n", listed))
+        assert set(blocks) == {f"app.lab.{domain}", f"app2.lab.{domain}"}, listed
+        assert set(blocks.values()) == addresses, (listed, addresses)
 
         with loadgen.Load(f"http://127.0.0.1:{port}/health") as load:
             back = json_of(fab("release.rollback", first["tag"], "--json", config=cloud_config, timeout=1200))

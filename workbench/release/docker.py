@@ -119,6 +119,12 @@ class DockerTarget:
     def stage(self, plan: Plan, recorded: BootImage | None) -> BootImage | None:
         return None  # the engine runs the image by the digest the registry gave it
 
+    def has_boot_image(self, boot_image: str) -> bool:
+        return False  # stage makes none
+
+    def remove_boot_image(self, boot_image: str) -> None:
+        pass  # stage makes none
+
     def names(self, plan: Plan) -> tuple[str, ...]:
         count = plan.replicas
         return tuple(self.container_name(plan.environment, plan.tag, i) for i in range(1, count + 1))

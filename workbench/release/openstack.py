@@ -106,11 +106,10 @@ class OpenStackTarget:
             raise DeployFailed(f"the image of {plan.tag} is not bootable on the cloud: {exc}") from None
         return BootImage(image.id, image.checksum)
 
-    def has_image(self, boot_image: str) -> bool:
+    def has_boot_image(self, boot_image: str) -> bool:
         return self.fleet.has_image(boot_image)
 
-    def remove_image(self, boot_image: str) -> None:
-        """Delete a release's glance image (`release.prune`: outside every retention window)."""
+    def remove_boot_image(self, boot_image: str) -> None:
         self.fleet.delete_image(boot_image)
 
     def names(self, plan: Plan) -> tuple[str, ...]:

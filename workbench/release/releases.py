@@ -37,7 +37,6 @@ from workbench.core.errors import ConfigError, DeployFailed, ReleaseError
 from workbench.release import dbpool, ledger, registry
 from workbench.release.docker import DockerTarget
 from workbench.release.ledger import ABORTED, FAILED, PROMOTE, RELEASED, ROLLBACK, Intent, Ledger, Release
-from workbench.release.openstack import OpenStackTarget
 from workbench.release.target import BootImage, DataVolume, Instance, Plan, Target, serves_frontend
 
 # Test hook: stop for a while after a step, so a test can kill -9 us there.
@@ -56,6 +55,9 @@ def target_for(config: Config, environment: Environment) -> Target:
     if environment.target == "docker":
         return DockerTarget(config)
     if environment.target == "openstack":
+        # Imported when asked for: openstacksdk takes longer to import than a warm rollback takes.
+        from workbench.release.openstack import OpenStackTarget
+
         return OpenStackTarget(config)
     raise ConfigError(f"[environments.{environment.name}] target = {environment.target!r}: no such deploy target")
 
@@ -598,9 +600,9 @@ def _prune_boot_images(config: Config, records: list[Release], keep: set[str], d
     removed = []
     for boot_image, users in stale.items():
         target = target_for(config, config.environment(users[0].environment))
-        if not isinstance(target, OpenStackTarget) or not target.has_image(boot_image):
+        if not target.has_boot_image(boot_image):
             continue
         removed.append(f"glance image {boot_image} (releases {', '.join(r.tag for r in users)})")
         if not dry_run:
-            target.remove_image(boot_image)
+            target.remove_boot_image(boot_image)
     return removed

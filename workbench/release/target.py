@@ -107,6 +107,14 @@ class Target(Protocol):
         (`recorded`, checked, when the ledger names one), or None where the registry's digest is enough."""
         ...
 
+    def has_boot_image(self, boot_image: str) -> bool:
+        """Whether the image `stage` made (a release's recorded BootImage id) is still there."""
+        ...
+
+    def remove_boot_image(self, boot_image: str) -> None:
+        """Delete an image `stage` made (`release.prune`: its releases are outside every retention window)."""
+        ...
+
     def names(self, plan: Plan) -> tuple[str, ...]:
         """The instances `start(plan)` will make, for progress and the ledger."""
         ...
