@@ -10,7 +10,6 @@ file's sha256 as its id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 from workbench.build import images
 from workbench.core import engine
 from workbench.core.config import Config
+from workbench.core.files import sha256_of
 
 SUFFIX = ".qcow2"
 
@@ -61,11 +61,7 @@ def versions(config: Config, role: str) -> list[int]:
 
 
 def file_id(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{sha256_of(path)}"
 
 
 def accept(config: Config, role: str, candidate: Path, version: int, labels: dict[str, str]) -> dict[str, Any]:

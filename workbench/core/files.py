@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -64,3 +65,17 @@ def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def digests(path: Path, *algorithms: str) -> tuple[str, ...]:
+    """The hex digest of the file for each of `algorithms` (hashlib's names), in one read of it."""
+    hashers = [hashlib.new(name) for name in algorithms]
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            for hasher in hashers:
+                hasher.update(chunk)
+    return tuple(hasher.hexdigest() for hasher in hashers)
+
+
+def sha256_of(path: Path) -> str:
+    return digests(path, "sha256")[0]

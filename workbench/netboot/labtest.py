@@ -22,6 +22,7 @@ from typing import Any
 from workbench.core import progress, run
 from workbench.core.config import Config
 from workbench.core.errors import ConfigError, NetbootError
+from workbench.core.files import sha256_of
 from workbench.netboot import dnsmasq, netns, node, qemu, router, timeline
 from workbench.netboot.artifacts import build_live
 from workbench.netboot.inventory import Inventory, Node
@@ -114,7 +115,7 @@ def _run_test(
             finally:
                 daemon.stop()
             offered = _offered(running.state / "dnsmasq.log", target)
-        after = qemu.file_digest(disk)
+        after = sha256_of(disk)
         persisted = _persisted(inv, target)
     finally:
         disk.unlink(missing_ok=True)

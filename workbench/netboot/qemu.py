@@ -7,13 +7,13 @@ prove the live system leaves a machine's disk alone.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.core import run
 from workbench.core.errors import NetbootError
+from workbench.core.files import sha256_of
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,7 @@ def create_disk(path: Path, size: str = "2G") -> str:
     """A blank qcow2 disk; the sha256 of its file, to compare after the boot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     run.capture(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size])
-    return file_digest(path)
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def spawn(vm: VM, netns: str, log: Path) -> run.Daemon:

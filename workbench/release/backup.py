@@ -42,7 +42,7 @@ from workbench.core import config as config_mod
 from workbench.core import engine, progress
 from workbench.core.config import Config, Environment, Role
 from workbench.core.errors import BackupError, ConfigError, DeployFailed
-from workbench.core.files import write_whole
+from workbench.core.files import sha256_of, write_whole
 from workbench.release import docker as docker_target
 from workbench.release import ledger, releases
 from workbench.release.ledger import Release
@@ -270,15 +270,10 @@ def find(config: Config, env: str, role: str, name: str) -> tuple[Path, Backup]:
 
 def check(path: Path, made: Backup) -> None:
     """The file is the one the manifest describes (size and sha256), or BackupError saying what to do."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    if digest.hexdigest() != made.sha256 or size != made.size:
+    found, size = sha256_of(path), path.stat().st_size
+    if found != made.sha256 or size != made.size:
         raise BackupError(
-            f"backup {path} is damaged: its sha256 is {digest.hexdigest()} ({size} bytes), but its manifest "
+            f"backup {path} is damaged: its sha256 is {found} ({size} bytes), but its manifest "
             f"{_manifest_path(path).name} says {made.sha256} ({made.size} bytes). It was not restored and the "
             f"database in {made.environment} was not touched. Restore another backup (`fab db.backups --env "
             f"{made.environment}`), or put back an intact copy of this file (`sha256sum {path.name}` must print "
