@@ -377,6 +377,35 @@ def start(args, node, progress):
 
 
 HEARTBEAT_EVERY = 30
+BUSIEST = 5
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks():
+    """pid -> (program, CPU ticks used so far), from /proc: what the beat compares with the last one."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fields = read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+            argv = read(f"/proc/{pid}/cmdline").split("\0")
+        except OSError:  # gone meanwhile
+            continue
+        # A Python service is named by its script (/usr/bin/python3 /usr/bin/nova-compute).
+        program = argv[1] if len(argv) > 1 and "python" in argv[0] and argv[1].startswith("/") else argv[0]
+        found[pid] = (os.path.basename(program) or f"[{pid}]", int(fields[11]) + int(fields[12]))
+    return found
+
+
+def busiest(before, now, seconds):
+    """The programs that used the most CPU between two `cpu_ticks` readings, as % of one CPU."""
+    used = {}
+    for pid, (program, ticks) in now.items():
+        spent = ticks - before.get(pid, (program, 0))[1]
+        used[program] = used.get(program, 0) + spent
+    top = sorted(used.items(), key=lambda item: -item[1])[:BUSIEST]
+    return [[program, round(100 * ticks / TICKS / seconds)] for program, ticks in top if ticks]
 
 
 def heartbeat_line():
@@ -439,8 +468,13 @@ def heartbeat():
     network's state on the persistence every HEARTBEAT_EVERY s."""
     name = json.loads(read(REPORT)).get("name", "")
     route, dumps = "", 0
+    ticks, then = cpu_ticks(), time.monotonic()
     while True:
         line = heartbeat_line()
+        # Which programs keep the node's CPUs busy (under software emulation, every one counts).
+        now_ticks, now = cpu_ticks(), time.monotonic()
+        line["busiest_pct"] = busiest(ticks, now_ticks, max(now - then, 1.0))
+        ticks, then = now_ticks, now
         say("heartbeat " + json.dumps(line))
         network = network_text()
         if name:
