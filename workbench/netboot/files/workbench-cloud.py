@@ -392,9 +392,11 @@ def cpu_ticks():
             argv = read(f"/proc/{pid}/cmdline").split("\0")
         except OSError:  # gone meanwhile
             continue
-        # A Python service is named by its script (/usr/bin/python3 /usr/bin/nova-compute).
+        # A Python service is named by its script (/usr/bin/python3 /usr/bin/nova-compute); one that
+        # set its title by its first word ("neutron-linuxbridge-agent (/usr/bin/python3 ...)").
         program = argv[1] if len(argv) > 1 and "python" in argv[0] and argv[1].startswith("/") else argv[0]
-        found[pid] = (os.path.basename(program) or f"[{pid}]", int(fields[11]) + int(fields[12]))
+        words = program.split()
+        found[pid] = (os.path.basename(words[0]) if words else f"[{pid}]", int(fields[11]) + int(fields[12]))
     return found
 
 
