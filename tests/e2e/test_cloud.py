@@ -185,6 +185,10 @@ def test_publish_uploads_once_and_a_server_runs_the_roles_command(
     assert again["uploaded"] is False and again["glance_id"] == first["glance_id"]
     image = openstack(cloud_config, "image", "show", first["glance_id"], member=True)
     assert image["status"] == "active" and image["visibility"] == "private"
+    # The file holds its contents and a little slack; the flavor gives the room (min_disk: a flavor's
+    # disk must hold the file).
+    assert first["size"] < (app.size + 96 * 2**20) * 1.3, first
+    assert image["min_disk"] == -(-first["size"] // 2**30), image
     properties = image["properties"]
     assert properties["workbench_inputs"] == app.inputs and properties["workbench_verify"] == "passed"
     assert properties["workbench_sha256"] == first["checksum"] and properties["workbench_version"] == str(app.version)
@@ -222,6 +226,9 @@ def test_publish_uploads_once_and_a_server_runs_the_roles_command(
         health = json.loads(got.stdout)
         assert (health["status"], health["release"]) == ("ok", "app-77"), health
         assert "workbench-init: running /usr/local/sbin/workbench-init" in console
+        # Nova grew the root to the flavor's disk (lab.small: 2 GiB), and its file system with it.
+        grown = re.search(r"workbench-init: root filesystem (\d+) MiB", console)
+        assert grown and int(grown.group(1)) > 1800, console[-3000:]
     finally:
         for leftover in (("server", "delete", "--wait", name), ("security", "group", "delete", name),
                          ("image", "delete", first["glance_id"])):

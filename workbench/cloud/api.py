@@ -312,10 +312,11 @@ def _usable(item: Any) -> int:
 # --- servers and images -----------------------------------------------------------
 
 
-def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, str]) -> str:
+def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, str], *, min_disk: int = 0) -> str:
     """A raw image in glance from `path`; its id. The caller decides what a name already taken means
-    (the SDK's own look-up by name fails on names with a colon, as `<prefix>/<role>:<N>`)."""
-    extra: dict[str, Any] = {"visibility": "private", **properties}
+    (the SDK's own look-up by name fails on names with a colon, as `<prefix>/<role>:<N>`). Nova
+    refuses a flavor whose disk is under `min_disk` GiB with an error that says so."""
+    extra: dict[str, Any] = {"visibility": "private", "min_disk": min_disk, **properties}
     image = conn.image.create_image(name, filename=str(path), disk_format="raw", container_format="bare",
                                     allow_duplicates=True, wait=True, timeout=600, **extra)
     return str(image.id)
@@ -323,7 +324,10 @@ def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, 
 
 def image_record(conn: Connection, image_id: str) -> dict[str, Any]:
     """What glance records of an image: its status, size, checksums and properties, as one mapping."""
-    image = conn.image.get_image(image_id)
+    return _record(conn.image.get_image(image_id))
+
+
+def _record(image: Any) -> dict[str, Any]:
     return {**(image.properties or {}), "id": image.id, "name": image.name, "status": image.status,
             "size": image.size, "os_hash_algo": image.hash_algo, "os_hash_value": image.hash_value}
 
@@ -332,7 +336,7 @@ def images_named(conn: Connection, name: str) -> list[dict[str, Any]]:
     """Every image of the project called `name` (an interrupted upload leaves one that is not active)."""
     # Glance reads `name=a:b` as operator `a`: a quoted value in an `in:` list is taken whole.
     quoted = name.replace('"', '\\"')
-    return [image_record(conn, str(image.id)) for image in conn.image.images(name=f'in:"{quoted}"')]
+    return [_record(image) for image in conn.image.images(name=f'in:"{quoted}"')]
 
 
 def delete_image(conn: Connection, image_id: str) -> None:

@@ -19,7 +19,7 @@ uploads nothing; an upload interrupted before it was `active` is replaced.
 
 from __future__ import annotations
 
-import hashlib
+import math
 import shlex
 import shutil
 import time
@@ -32,21 +32,23 @@ from workbench.cloud import api, controller
 from workbench.cloud import secrets as cloud_secrets
 from workbench.cloud.lab import plan
 from workbench.cloud.smoke import BUSYBOX
-from workbench.core import engine, progress, run
+from workbench.core import engine, files, progress, run
 from workbench.core.config import Config
 from workbench.core.errors import CloudError, CommandFailed, ConfigError
 
 SCOPE = "publish"
 # Bump when what a published file holds changes (its init, what is removed): files are made again.
-RECIPE = 4
+RECIPE = 5
 # Where the workbench's own helpers live inside a published root (nothing of the image's is replaced but init).
 HELPERS = "usr/lib/workbench-cloud"
 # Keys a published image must not hold: the deploy gives them (a nova keypair, the user data).
 KEY_PATHS = ("root/.ssh", "etc/ssh/ssh_host_*")
 # Properties the cloud's image carries (glance wants plain strings).
 PROPERTY_PREFIX = "workbench_"
-# Room the server's services need beyond what the image holds (logs, pid files, their data).
-HEADROOM_MIB = 256
+# Slack beyond what the files take. The room the services need (logs, pid files, their data) comes
+# from the flavor: nova grows a raw root to the flavor's disk and the file system with it (resize2fs).
+# Every MiB here is copied over the lab's NFS at each boot, so the file stays close to its contents.
+HEADROOM_MIB = 32
 
 # PID 1 of a published server. Only the published helpers (busybox) are used until the image's own
 # command takes over: the image may have no DHCP client and no shell tools at all.
@@ -78,6 +80,7 @@ set -a
 . "$settings"
 set +a
 [ -n "$WORKBENCH_HOSTNAME" ] && $bb hostname "$WORKBENCH_HOSTNAME"
+say "root filesystem $($bb df -m / | $bb awk 'NR == 2 {{print $2 " MiB, " $4 " MiB free"}}')"
 say "running {command_text}"
 cd {workdir}
 exec {command}
@@ -190,7 +193,8 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
         return Published(role.name, number, name, found["id"], str(source.id), labels.get(engine.INPUTS_LABEL, ""),
                          found["sha256"], found["size"], False, time.monotonic() - start)
     path = root_file(config, source)
-    checksum, sha512 = _digests(path)
+    # Ours, and the one glance computes (os_hash_value), in one read.
+    checksum, sha512 = files.digests(path, "sha256", "sha512")
     properties = {
         f"{PROPERTY_PREFIX}role": role.name,
         f"{PROPERTY_PREFIX}version": str(number),
@@ -202,7 +206,7 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
         f"{PROPERTY_PREFIX}recipe": str(RECIPE),
     }
     progress.step(SCOPE, f"uploading {name} ({path.stat().st_size / 2**20:.0f} MiB) to glance")
-    glance_id = api.upload_image(conn, name, path, properties)
+    glance_id = api.upload_image(conn, name, path, properties, min_disk=math.ceil(path.stat().st_size / 2**30))
     uploaded = api.image_record(conn, glance_id)
     if uploaded.get("os_hash_algo") == "sha512" and uploaded.get("os_hash_value") != sha512:
         api.delete_image(conn, glance_id)
@@ -315,16 +319,6 @@ def _size_mib(root: Path) -> int:
     used = run.capture(["du", "-sm", "--apparent-size", str(root)]).stdout.split()[0]
     # ext4's own metadata and inode tables: a quarter more than the files' size is plenty.
     return int(int(used) * 1.25) + 16
-
-
-def _digests(path: Path) -> tuple[str, str]:
-    """(sha256, sha512) of a file in one read: ours, and the one glance computes."""
-    sha256, sha512 = hashlib.sha256(), hashlib.sha512()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            sha256.update(chunk)
-            sha512.update(chunk)
-    return sha256.hexdigest(), sha512.hexdigest()
 
 
 def user_data(variables: dict[str, str]) -> str:
