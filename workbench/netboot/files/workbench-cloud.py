@@ -388,15 +388,19 @@ def cpu_ticks():
         if not pid.isdigit():
             continue
         try:
-            fields = read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+            stat = read(f"/proc/{pid}/stat")
             argv = read(f"/proc/{pid}/cmdline").split("\0")
         except OSError:  # gone meanwhile
             continue
+        comm, _, rest = stat.partition(" (")[2].rpartition(")")
+        fields = rest.split()
         # A Python service is named by its script (/usr/bin/python3 /usr/bin/nova-compute); one that
-        # set its title by its first word ("neutron-linuxbridge-agent (/usr/bin/python3 ...)").
+        # set its title by its first word ("neutron-linuxbridge-agent (/usr/bin/python3 ...)"); a
+        # kernel thread, which has no command line, as ps shows it ([loop0], [kworker/1:2]).
         program = argv[1] if len(argv) > 1 and "python" in argv[0] and argv[1].startswith("/") else argv[0]
         words = program.split()
-        found[pid] = (os.path.basename(words[0]) if words else f"[{pid}]", int(fields[11]) + int(fields[12]))
+        name = os.path.basename(words[0]) if words else f"[{comm}]"
+        found[pid] = (name, int(fields[11]) + int(fields[12]))
     return found
 
 
