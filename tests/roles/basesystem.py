@@ -35,9 +35,8 @@ BUILD_LEFTOVERS = (
     "/lib/lsb/init-functions.d/01-workbench-bake",
     "/sbin/start-stop-daemon.REAL",
 )
-ZOMBIE_READINGS = 6  # one a second: longer than monit's cycle (2 s) and a parent's next wait
-
 BUILD_LEFTOVER_GLOBS = ("/tmp/salt*", "/tmp/packer*", "/var/tmp/salt*", "/tmp/thin*")
+ZOMBIE_READINGS = 6  # one a second: longer than monit's cycle (2 s) and a parent's next wait
 
 
 def test_base_packages_installed(host: Any) -> None:

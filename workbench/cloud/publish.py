@@ -193,6 +193,7 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
         return Published(role.name, number, name, found["id"], str(source.id), labels.get(engine.INPUTS_LABEL, ""),
                          found["sha256"], found["size"], False, time.monotonic() - start)
     path = root_file(config, source)
+    size = path.stat().st_size
     # Ours, and the one glance computes (os_hash_value), in one read.
     checksum, sha512 = files.digests(path, "sha256", "sha512")
     properties = {
@@ -205,14 +206,14 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
         f"{PROPERTY_PREFIX}sha256": checksum,
         f"{PROPERTY_PREFIX}recipe": str(RECIPE),
     }
-    progress.step(SCOPE, f"uploading {name} ({path.stat().st_size / 2**20:.0f} MiB) to glance")
-    glance_id = api.upload_image(conn, name, path, properties, min_disk=math.ceil(path.stat().st_size / 2**30))
+    progress.step(SCOPE, f"uploading {name} ({size / 2**20:.0f} MiB) to glance")
+    glance_id = api.upload_image(conn, name, path, properties, min_disk=math.ceil(size / 2**30))
     uploaded = api.image_record(conn, glance_id)
     if uploaded.get("os_hash_algo") == "sha512" and uploaded.get("os_hash_value") != sha512:
         api.delete_image(conn, glance_id)
         raise CloudError(f"glance's checksum of {name} is not the file's: the upload was damaged; publish again")
     return Published(role.name, number, name, glance_id, str(source.id), labels.get(engine.INPUTS_LABEL, ""),
-                     checksum, path.stat().st_size, True, time.monotonic() - start)
+                     checksum, size, True, time.monotonic() - start)
 
 
 def _in_glance(conn: api.Connection, name: str, source: str) -> dict[str, Any] | None:
