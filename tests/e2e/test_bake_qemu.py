@@ -75,11 +75,14 @@ def test_listed_and_reused_when_nothing_changed(baked: dict[str, Any], qemu_conf
     listed = json.loads(fab("image.list", "--json", config=qemu_config_path, check=True).stdout)
     mine = [i for i in listed if i["tag"] == baked["result"]["tag"]]
     assert mine and mine[0]["path"].endswith(f"/qcow2/base/{baked['result']['version']}.qcow2")
-    again = fab("image.bake", "base", "--json", config=qemu_config_path, check=True)
+    again = fab("image.bake", "base", "--builder", "qemu", "--json", config=qemu_config_path, check=True)
     (result,) = _last_json(again.stdout)
     # Nothing rebuilt: the same disk file (how fast: bench/bench_qemu.py prints it).
     assert result["cached"] is True
     assert (result["tag"], result["id"]) == (baked["result"]["tag"], baked["result"]["id"])
+    unknown = fab("image.bake", "base", "--builder", "vmware", config=qemu_config_path)
+    assert unknown.returncode != 0 and unknown.stdout == ""
+    assert "--builder 'vmware': choose one of docker, qemu" in unknown.stderr, unknown.stderr
 
 
 def test_failed_provisioning_leaves_no_disk_and_no_vm(qemu_bakes: QemuBakes) -> None:

@@ -28,13 +28,15 @@ from workbench.core import run
 
 QEMU_MODULE = "test_bake_qemu.py"
 # One virtual CPU: the emulated machine takes one core, the session the other.
-QEMU_BUILDER = {"type": "qemu", "cpus": 1}
+VM_SETTINGS = {"cpus": 1}
+QEMU_BUILDER = {"type": "qemu", **VM_SETTINGS}
 BAKE_TIMEOUT = 1800.0
 
 
 @dataclass
 class QemuBakes:
-    """The background job: a bake of the base role, then a bake that must fail."""
+    """The background job: a bake of the base role (`--builder qemu`), then a bake that must fail
+    (`[builder] type = "qemu"` in its configuration)."""
 
     prefix: str
     root: Path
@@ -57,7 +59,8 @@ class QemuBakes:
         return self.root / "broken" / "workbench.toml"
 
     def prepare(self) -> None:
-        write_config(self.config_path, config_data(self.prefix, self.state, builder=QEMU_BUILDER))
+        # The base role's configuration keeps the docker builder: its bake chooses qemu on the command line.
+        write_config(self.config_path, config_data(self.prefix, self.state, builder=VM_SETTINGS))
         self._broken_checkout()
 
     def _broken_checkout(self) -> None:
@@ -83,7 +86,7 @@ class QemuBakes:
     def _run(self) -> None:
         try:
             for name, args, path in (
-                ("base", ("image.bake", "base", "--json"), self.config_path),
+                ("base", ("image.bake", "base", "--builder", "qemu", "--json"), self.config_path),
                 ("broken", ("image.bake", "broken"), self.broken_config_path),
             ):
                 if self.stopping.is_set():

@@ -90,6 +90,24 @@ def test_bad_vm_settings_are_config_errors(tmp_path: Path, builder: dict[str, ob
     assert message in str(err.value)
 
 
+def test_builder_chosen_per_bake(tmp_path: Path) -> None:
+    docker_config = small_config(tmp_path, "unit", roles={"app": {}})
+    qemu = docker_config.with_builder("qemu")
+    assert isinstance(builders.builder_for(qemu), builders.QemuBuilder)
+    assert docker_config.builder.type == "docker", "the loaded configuration is left as it was"
+    assert qemu.builder.cpus == docker_config.builder.cpus, "the other [builder] settings are kept"
+
+
+def test_an_unknown_builder_is_refused_before_anything_is_baked(tmp_path: Path) -> None:
+    from workbench.build import bake
+
+    cfg = small_config(tmp_path, "unit", roles={"app": {}})
+    with pytest.raises(config.ConfigError) as err:
+        bake.bake(cfg, ["app"], builder_type="vmware")
+    assert "--builder 'vmware': choose one of docker, qemu" in str(err.value)
+    assert not (cfg.state_dir / "bakes").exists()
+
+
 def _candidate(tmp_path: Path, body: bytes) -> Path:
     path = tmp_path / "work" / f"{body.decode()}.qcow2"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -95,13 +95,16 @@ def role_inputs(config: Config, role: Role, base_ref: str) -> dict[str, Any]:
 
 
 def bake(
-    config: Config, roles: Sequence[str], *, force: bool = False, keep_failed: bool = False
+    config: Config, roles: Sequence[str], *, force: bool = False, keep_failed: bool = False, builder_type: str = ""
 ) -> list[BakeResult]:
     """Bake `roles` (in parallel up to `[builder] parallel`), sharing one base and one cache.
 
+    `builder_type` (`docker`, `qemu`) overrides `[builder] type` for this bake.
     Every role is attempted; if any fails, BakeFailed lists them all after the
     others have finished.
     """
+    if builder_type:
+        config = config.with_builder(builder_type)
     wanted = [config.role(name) for name in dict.fromkeys(roles)]
     if not wanted:
         raise BakeFailed(f"no roles to bake: {config.path} defines none")

@@ -204,10 +204,12 @@ def base(c, force=False):
         "force": "bake even if an image with the same inputs exists",
         "keep_failed": "on failure keep the build container and candidate image (named <prefix>-failed-...; "
         "qemu builder: the candidate disk, under .workbench/images/qcow2/<role>/failed/)",
+        "builder": "docker or qemu: the builder of this bake, instead of [builder] type "
+        "(e.g. fab image.bake app --builder qemu for a qcow2)",
         "json": "print the results as JSON",
     },
 )
-def image_bake(c, role="", all=False, force=False, keep_failed=False, json=False):
+def image_bake(c, role="", all=False, force=False, keep_failed=False, builder="", json=False):
     """Bake a role image with Packer and masterless Salt, verify it with testinfra, tag it <role>:<N> (or a qcow2)."""
     from workbench.build import bake as wb_bake
     from workbench.core.errors import ConfigError
@@ -215,7 +217,9 @@ def image_bake(c, role="", all=False, force=False, keep_failed=False, json=False
     cfg = _config()
     if all == bool(role):
         raise ConfigError("give one role (fab image.bake app) or --all, not " + ("both" if all else "neither"))
-    results = wb_bake.bake(cfg, list(cfg.roles) if all else [role], force=force, keep_failed=keep_failed)
+    results = wb_bake.bake(
+        cfg, list(cfg.roles) if all else [role], force=force, keep_failed=keep_failed, builder_type=builder
+    )
     if json:
         _print_json([r.to_dict() for r in results])
         return

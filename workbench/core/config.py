@@ -366,6 +366,14 @@ class Config:
             f"unknown role {name!r}: {self.path} defines {known} (add a [roles.{name}] table to define it)"
         )
 
+    def with_builder(self, kind: str) -> Config:
+        """This configuration with `[builder] type = kind` for one command (`image.bake --builder qemu`)."""
+        kinds = {f.name: f for f in dataclasses.fields(BuilderSettings)}["type"].metadata["choices"]
+        if kind not in kinds:
+            raise ConfigError(f"--builder {kind!r}: choose one of {', '.join(kinds)} ([builder] type of {self.path} "
+                              f"is {self.builder.type!r}, used when --builder is not given)")
+        return dataclasses.replace(self, builder=dataclasses.replace(self.builder, type=kind))
+
     def environment(self, name: str) -> Environment:
         if name not in self.environments:
             known = ", ".join(self.environments)
