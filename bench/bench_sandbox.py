@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_sandbox.py [--role app] [--prefix NAME] [--keep]
 
-On a temporary copy of the checkout (salt/, tests/, formulas/, images/; the
+On a temporary copy of the checkout (salt/, tests/, formulas/, images/, Vagrantfile; the
 repository's own tree is never edited), under its own prefix and state directory:
 
 1. `fab sandbox.up` from no sandbox (the base image is built first and timed
@@ -105,6 +105,7 @@ def main() -> None:
     for part in ("salt", "tests", "formulas", "images"):
         shutil.rmtree(checkout / part, ignore_errors=True)
         shutil.copytree(REPO / part, checkout / part)
+    shutil.copy2(REPO / "Vagrantfile", checkout / "Vagrantfile")  # sandboxes use the checkout's own
     data = tomllib.loads((REPO / "workbench.toml").read_text())
     data["workbench"].update(prefix=args.prefix, state_dir=str(state), checkout=str(checkout), default_role=args.role)
     config = write_config(checkout / "workbench.toml", data)
