@@ -36,7 +36,7 @@ BUILD_LEFTOVERS = (
     "/sbin/start-stop-daemon.REAL",
 )
 BUILD_LEFTOVER_GLOBS = ("/tmp/salt*", "/tmp/packer*", "/var/tmp/salt*", "/tmp/thin*")
-ZOMBIE_READINGS = 6  # one a second: longer than monit's cycle (2 s) and a parent's next wait
+ZOMBIE_READINGS = 6  # one a second: longer than monit's cycle (1 s) and a parent's next wait
 
 
 def test_base_packages_installed(host: Any) -> None:
@@ -122,7 +122,7 @@ def test_no_zombies(host: Any) -> None:
 def test_monit_configuration(host: Any) -> None:
     monitrc = host.file("/etc/monit/monitrc")
     assert monitrc.mode == 0o600, "monit refuses a control file others can read"
-    assert monitrc.contains(r"^set daemon 2$")
+    assert monitrc.contains(r"^set daemon 1$")
     assert monitrc.contains(r"^include /etc/monit/conf.d/\*$")
     assert monitrc.contains(r"^include /run/workbench/monit.d/\*$"), "the checks generated at start"
     assert monitrc.contains(r"use address 127.0.0.1")
