@@ -53,3 +53,17 @@ def test_lxc_roots_are_raw_files(script: types.ModuleType) -> None:
     # An lxc guest's root is mounted through a loop device: qcow2 would need nbd.
     assert script.libvirt({"virt_type": "lxc"}) == {"virt_type": "lxc", "images_type": "raw"}
     assert script.libvirt({"virt_type": "qemu"}) == {"virt_type": "qemu"}
+
+
+def test_neutron_agent_keeps_one_root_helper(script: types.ModuleType) -> None:
+    # Every iptables, ebtables or ip call of the agent through one rootwrap daemon, not a sudo each.
+    cloud = {
+        "controller": "10.0.0.2", "host": "hv1.lab.wpdn", "region": "RegionOne", "virt_type": "lxc",
+        "passwords": {name: "s$cret" for name in ("nova", "placement", "neutron", "rabbitmq")},
+    }
+    node = {"address": "10.0.0.11", "instances": "/persist/instances", "provider_interface": "eth0"}
+    text, group = script.render(cloud, node)["/etc/neutron/neutron.conf"]
+    assert group == "neutron"
+    assert "root_helper_daemon = sudo /usr/bin/neutron-rootwrap-daemon /etc/neutron/rootwrap.conf\n" in text
+    nova, _ = script.render(cloud, node)["/etc/nova/nova.conf"]
+    assert "password = s$$cret\n" in nova, "oslo.config reads $ as a reference"

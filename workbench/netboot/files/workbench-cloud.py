@@ -162,7 +162,12 @@ def render(cloud, node):
     compute = {"DEFAULT": {"compute_driver": "libvirt.LibvirtDriver"}, "libvirt": libvirt(cloud)}
     neutron = {
         "DEFAULT": {"host": cloud["host"], "transport_url": transport_url(cloud), "auth_strategy": "keystone"},
-        "agent": {"root_helper": "sudo /usr/bin/neutron-rootwrap /etc/neutron/rootwrap.conf"},
+        "agent": {
+            "root_helper": "sudo /usr/bin/neutron-rootwrap /etc/neutron/rootwrap.conf",
+            # One root helper for the agent's life instead of a sudo + Python start per command:
+            # under software emulation each such start costs seconds of a CPU.
+            "root_helper_daemon": "sudo /usr/bin/neutron-rootwrap-daemon /etc/neutron/rootwrap.conf",
+        },
         # Zed runs the linuxbridge agent only when asked to.
         "experimental": {"linuxbridge": "true"},
         "oslo_concurrency": {"lock_path": "/var/lib/neutron/tmp"},
