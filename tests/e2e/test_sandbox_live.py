@@ -10,6 +10,7 @@ containers collide with no one's.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from collections.abc import Iterator
@@ -70,6 +71,14 @@ def test_up_test_and_ssh(cfg_path: Path) -> None:
     assert "2 passed" in out
     out = ok("sandbox.ssh", "--role", "web", "-c", "hostname -f; cat /srv/web/index.html", config=cfg_path)
     assert out.splitlines() == ["web.sandbox.wpdn", "hello from web in sandbox"]
+    # apt went through the package cache while the states applied (salt/base records what apt was
+    # told), and goes direct again now that the cache is stopped.
+    assert "package cache: apt-cacher-ng on 127.0.0.1:" in up.stderr
+    port = re.search(r"package cache: apt-cacher-ng on 127\.0\.0\.1:(\d+)", up.stderr).group(1)  # type: ignore[union-attr]
+    seen = ok("sandbox.ssh", "--role", "web", "-c", "cat /var/lib/workbench-sandbox/apt-proxy; "
+              "ls /etc/apt/apt.conf.d", config=cfg_path)
+    assert re.search(rf'^Acquire::http::Proxy "http://[\d.]+:{port}";$', seen, re.M), seen
+    assert "01workbench-proxy" not in seen
     failed = fab("sandbox.ssh", "--role", "web", "-c", "exit 3", config=cfg_path)
     assert failed.returncode == 3
 

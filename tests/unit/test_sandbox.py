@@ -132,7 +132,7 @@ def test_a_variant_name_stays_known_until_destroyed(cfg: wb_config.Config) -> No
 
 def test_minion_config_is_a_bakes_with_the_live_tree(cfg: wb_config.Config) -> None:
     sb = sandbox.resolve(cfg, "db")
-    sandbox._write_control(cfg, sb, ["base", "db"])
+    sandbox._write_control(cfg, sb, ["base", "db"], "http://172.17.0.1:3142")
     directory = cfg.state_dir / "sandbox" / "machines" / "db"
     minion = json.loads((directory / "minion").read_text())
     assert minion["file_roots"] == {"base": ["/srv/salt", "/srv/workbench/formulas/tz"]}
@@ -141,6 +141,10 @@ def test_minion_config_is_a_bakes_with_the_live_tree(cfg: wb_config.Config) -> N
     assert minion["id"] == "db.sandbox.wpdn"
     script = (directory / "provision.sh").read_text()
     assert "'--local' '--out=json'" in script and "'--retcode-passthrough' 'state.sls' 'base,db'" in script
+    # apt goes through the package cache while the states apply, and direct once the script ends.
+    proxy = """printf 'Acquire::http::Proxy "%s";\\n' "http://172.17.0.1:3142" >$proxy_conf"""
+    assert proxy in script
+    assert script.index(proxy) < script.index("trap 'rm -f $proxy_conf' EXIT") < script.index("salt-call")
 
 
 def feed(name: str) -> sandbox_provision.SaltWatcher:

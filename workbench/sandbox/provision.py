@@ -21,8 +21,15 @@ RESULT_MARK = "@@workbench-salt-result@@"
 RESTART_MARK = "@@workbench-restart@@"
 
 
-def control_files(config: Config, role: Role, fqdn: str, states: list[str], thin: Path) -> dict[str, str]:
-    """`minion` and `provision.sh`, shared with the sandbox at /srv/workbench/ctl."""
+def control_files(
+    config: Config, role: Role, fqdn: str, states: list[str], thin: Path, apt_proxy: str = ""
+) -> dict[str, str]:
+    """`minion` and `provision.sh`, shared with the sandbox at /srv/workbench/ctl.
+
+    With `apt_proxy` (the package cache, as a bake's build container reaches
+    it), apt fetches through it while the states apply, and goes direct again
+    after: the cache runs only as long as the command that started it.
+    """
     minion = salt.minion_config(GUEST, role, role.formulas)
     # The same configuration as a bake's, but the states are the live share.
     minion["file_roots"]["base"][0] = config.sandbox.salt_dir
@@ -33,7 +40,7 @@ def control_files(config: Config, role: Role, fqdn: str, states: list[str], thin
     script = PROVISION_SCRIPT.format(
         guest=GUEST, digest=f"{thin.stat().st_size}-{int(thin.stat().st_mtime)}", args=args,
         result_mark=RESULT_MARK, restart_mark=RESTART_MARK, marker=sandbox_image.MARKER,
-        unit=VM_UNIT, command=" ".join(role.command), role=role.name,
+        unit=VM_UNIT, command=" ".join(role.command), role=role.name, apt_proxy=apt_proxy,
     )
     return {"minion": json.dumps(minion, indent=2) + "\n", "provision.sh": script}
 
@@ -101,6 +108,12 @@ fi
 mkdir -p $W/conf $W/out
 cp $W/ctl/minion $W/conf/minion
 rm -f $W/out/result.json
+proxy_conf=/etc/apt/apt.conf.d/01workbench-proxy
+rm -f $proxy_conf
+if [ -n "{apt_proxy}" ]; then
+    printf 'Acquire::http::Proxy "%s";\\n' "{apt_proxy}" >$proxy_conf
+    trap 'rm -f $proxy_conf' EXIT
+fi
 rc=0
 python3 $W/thin/salt-call --log-level=info --out-file=$W/out/result.json {args} 2>&1 || rc=$?
 echo "{result_mark}"

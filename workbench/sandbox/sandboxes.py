@@ -14,6 +14,7 @@ for it from the sandboxes that are up (workbench.pools, as a deploy does).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -28,7 +29,7 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
-from workbench.build import salt, streams, verify
+from workbench.build import aptcache, salt, streams, verify
 from workbench.core import engine, naming, pools, progress, run
 from workbench.core.config import Config, Role
 from workbench.core.errors import CommandFailed, ConfigError, EngineUnavailable, SandboxError
@@ -354,12 +355,16 @@ def _provision(config: Config, sandbox: Sandbox) -> ProvisionResult:
     ssh_file, ssh = _ssh_config(config, vg, sandbox)
     _check_share(config, sandbox)
     states = salt.state_list(config, sandbox.role)
-    _write_control(config, sandbox, states)
-    progress.step(scope, f"applying {', '.join(states)} (salt-call --local; grains workbench_role={sandbox.role.name}, "
-                         f"workbench_environment={ENVIRONMENT})")
-    watcher = sandbox_provision.SaltWatcher()
-    result = run.stream(["ssh", "-F", str(ssh_file), sandbox.fqdn, f"sudo sh {GUEST}/ctl/provision.sh"],
-                        on_line=watcher.feed, check=False)
+    # A container sandbox fetches its packages through the bakes' cache; a VM's network may
+    # not reach the Docker bridge the cache listens on, so a VM goes to the mirror.
+    in_container = bool(_containers(config, sandbox))
+    with aptcache.package_cache(config) if in_container else contextlib.nullcontext() as cache:
+        _write_control(config, sandbox, states, cache.container_proxy if cache else "")
+        progress.step(scope, f"applying {', '.join(states)} (salt-call --local; grains "
+                             f"workbench_role={sandbox.role.name}, workbench_environment={ENVIRONMENT})")
+        watcher = sandbox_provision.SaltWatcher()
+        result = run.stream(["ssh", "-F", str(ssh_file), sandbox.fqdn, f"sudo sh {GUEST}/ctl/provision.sh"],
+                            on_line=watcher.feed, check=False)
     state_run = salt.parse_state_run(watcher.result())
     if not state_run.ok or result.returncode != 0:
         detail = salt.describe_failure(state_run) if not state_run.ok else f"  salt-call exited {result.returncode}"
@@ -397,8 +402,10 @@ def _check_share(config: Config, sandbox: Sandbox) -> None:
                 )
 
 
-def _write_control(config: Config, sandbox: Sandbox, states: list[str]) -> None:
-    files = sandbox_provision.control_files(config, sandbox.role, sandbox.fqdn, states, salt.thin_bundle(config))
+def _write_control(config: Config, sandbox: Sandbox, states: list[str], apt_proxy: str) -> None:
+    files = sandbox_provision.control_files(
+        config, sandbox.role, sandbox.fqdn, states, salt.thin_bundle(config), apt_proxy
+    )
     for name, text in files.items():
         _write(_machine_dir(config, sandbox) / name, text)
 

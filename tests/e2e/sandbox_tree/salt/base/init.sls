@@ -11,3 +11,10 @@ workbench-init:
             [ -e "$svc" ] && sh "$svc" &
         done
         while :; do sleep 3600 & wait $!; done
+
+# What apt is told while the states apply, at the first provision: the bakes' package cache
+# (tests/e2e/test_sandbox_live.py).
+apt-proxy-seen:
+  cmd.run:
+    - name: mkdir -p /var/lib/workbench-sandbox && apt-config dump Acquire::http::Proxy > /var/lib/workbench-sandbox/apt-proxy
+    - creates: /var/lib/workbench-sandbox/apt-proxy
