@@ -94,3 +94,23 @@ def test_failed_provisioning_leaves_no_disk_and_no_vm(qemu_bakes: QemuBakes) -> 
     cfg = config.load(qemu_bakes.broken_config_path)
     assert not disks.store(cfg, "broken").exists() or not list(disks.store(cfg, "broken").rglob("*.qcow2"))
     assert _qemu_processes(qemu_bakes.state) == []
+
+
+def test_published_disk_takes_key_and_settings_from_the_deploy(baked: dict[str, Any], qemu_bakes: QemuBakes) -> None:
+    """The base disk made publishable (`image.publish` for kvm/qemu), booted with a config drive as nova
+    gives one (tests/support/boot_published.py): no key of the workbench's left in the file, root logs
+    in with the key of the drive's metadata, the image's command runs with the user data's settings."""
+    proc = qemu_bakes.result("published")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["keys_left"] == [] and seen["key_bytes_found"] == 0, "the published file carries no key"
+    assert seen["authorized_keys"].strip() == seen["key"], "root's key came from the config drive"
+    assert seen["settings_unit"] == "active"
+    assert "WB_GREETING='from the deploy'" in seen["settings"]
+    assert "WB_GREETING=from the deploy" in seen["environ"], "the image's command got the settings"
+    assert (seen["release"]["release"], seen["release"]["environment"]) == ("base-7", "lab")
+    assert any("from the config drive: settings WORKBENCH_RELEASE, WORKBENCH_ENVIRONMENT, WB_GREETING; 1 SSH key"
+               in line for line in seen["console"]), seen["console"]
+    # The accepted disk itself is untouched: a publish makes a copy.
+    source = Path(seen["source"])
+    assert disks.file_id(source) == baked["result"]["id"]

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ BAKE_TIMEOUT = 1800.0
 
 @dataclass
 class QemuBakes:
-    """The background job: a bake of the base role (`--builder qemu`), then a bake that must fail
+    """The background job: a bake of the base role (`--builder qemu`), its disk made publishable and
+    booted with a config drive (tests/support/boot_published.py), then a bake that must fail
     (`[builder] type = "qemu"` in its configuration)."""
 
     prefix: str
@@ -85,19 +87,24 @@ class QemuBakes:
 
     def _run(self) -> None:
         try:
-            for name, args, path in (
-                ("base", ("image.bake", "base", "--builder", "qemu", "--json"), self.config_path),
-                ("broken", ("image.bake", "broken"), self.broken_config_path),
+            fab = str(REPO / ".venv/bin/fab")
+            for name, argv, path in (
+                ("base", (fab, "image.bake", "base", "--builder", "qemu", "--json"), self.config_path),
+                # The base disk made publishable and booted with a config drive, as a kvm/qemu cloud would.
+                ("published", (sys.executable, "-m", "tests.support.boot_published", str(self.config_path),
+                               "base"), self.config_path),
+                ("broken", (fab, "image.bake", "broken"), self.broken_config_path),
             ):
                 if self.stopping.is_set():
                     return
-                self.results[name] = self._fab(args, path)
+                if name == "published" and self.results["base"].returncode != 0:
+                    continue  # nothing to publish: the base bake's own test says why
+                self.results[name] = self._run(list(argv), path)
         finally:
             self.done.set()
 
-    def _fab(self, args: tuple[str, ...], config: Path) -> subprocess.CompletedProcess[str]:
+    def _run(self, argv: list[str], config: Path) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, wb_config.ENV_CONFIG: str(config)}
-        argv = [str(REPO / ".venv/bin/fab"), *args]
         # Its own process group: the session's end can stop fab, Packer and qemu at once.
         proc = subprocess.Popen(
             argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

@@ -73,10 +73,20 @@ def test_settings_are_quoted_for_the_init(tmp_path: Path) -> None:
         publish.user_data({"MY-VAR": "x"})
 
 
-def test_only_the_lxc_virt_type_is_published(tmp_path: Path) -> None:
+def test_kvm_and_qemu_publish_an_accepted_qcow2(tmp_path: Path) -> None:
     config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {"ports": [80]}})
+    with pytest.raises(ConfigError, match=r"wbx/app:7\.qcow2: no such accepted qcow2 .*--builder qemu"):
+        publish.publish(config, "app", version=7)
+    # A release's container image is not what a qemu server boots.
     with pytest.raises(ConfigError, match=r"\[cloud\] virt_type = 'qemu'"):
-        publish.publish(config, "app")
+        publish.publish(config, "app", image_id="sha256:0123")
+
+
+def test_releases_on_the_cloud_need_lxc(tmp_path: Path) -> None:
+    lab = {"target": "openstack", "lab_address": "10.77.0.3"}
+    with pytest.raises(ConfigError, match=r'\[environments.lab\] target = "openstack" needs \[cloud\] virt_type'):
+        small_config(tmp_path, cloud={"virt_type": "kvm"}, environments={"lab": lab}, roles={"app": {}})
+    assert small_config(tmp_path, environments={"lab": lab}, roles={"app": {}}).cloud.virt_type == "lxc"
 
 
 def test_the_files_docker_writes_at_start_are_there(tmp_path: Path) -> None:

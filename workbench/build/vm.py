@@ -13,7 +13,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +39,10 @@ class Booted:
         return ["ssh", "-F", str(self.ssh_config), HOST_ALIAS, *command]
 
 
-def qemu_argv(config: Config, disk: Path, port: int, console: Path) -> list[str]:
+def qemu_argv(config: Config, disk: Path, port: int, console: Path, drives: Sequence[Path] = ()) -> list[str]:
+    """qemu for `disk` (snapshot mode), plus read-only raw `drives` (a config drive) as further virtio disks."""
     b = config.builder
+    extra = [arg for drive in drives for arg in ("-drive", f"file={drive},if=virtio,format=raw,readonly=on")]
     return [
         "qemu-system-x86_64",
         "-accel", b.accelerator,
@@ -50,6 +52,7 @@ def qemu_argv(config: Config, disk: Path, port: int, console: Path) -> list[str]
         "-monitor", "none",
         "-serial", f"file:{console}",
         "-drive", f"file={disk},if=virtio,format=qcow2,snapshot=on",
+        *extra,
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=n0",
         "-no-reboot",
@@ -69,8 +72,10 @@ def ssh_config_text(port: int, key: Path, control: Path) -> str:
 
 
 @contextmanager
-def booted(config: Config, disk: Path, key: Path, work: Path, *, scope: str) -> Iterator[Booted]:
-    """Boot `disk` (unchanged: snapshot mode) and wait until root logs in over SSH."""
+def booted(
+    config: Config, disk: Path, key: Path, work: Path, *, scope: str, drives: Sequence[Path] = ()
+) -> Iterator[Booted]:
+    """Boot `disk` (unchanged: snapshot mode), with `drives` attached, and wait until root logs in over SSH."""
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     console = work / "console.log"
@@ -80,7 +85,7 @@ def booted(config: Config, disk: Path, key: Path, work: Path, *, scope: str) -> 
     ssh_config.write_text(ssh_config_text(port, key, control))
     start = time.monotonic()
     progress.step(scope, f"booting {disk.name} (qemu {config.builder.accelerator}, ssh on 127.0.0.1:{port})")
-    daemon = run.spawn(qemu_argv(config, disk, port, console), log=work / "qemu.log")
+    daemon = run.spawn(qemu_argv(config, disk, port, console, drives), log=work / "qemu.log")
     try:
         booted_vm = Booted(port, ssh_config, console, 0.0)
         _wait_for_ssh(daemon, booted_vm, scope)

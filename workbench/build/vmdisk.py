@@ -217,7 +217,7 @@ def _assemble(config: Config, root: Path, disk: Path, scope: str) -> None:
     with open(raw, "wb") as out:
         out.truncate(config.builder.disk_size * 1024 * 1024)
         out.write(mbr(MBR_CODE.read_bytes()[:440], [(2048, BOOT_MB * 2048, 0x0C, True),
-                                                    (2048 + BOOT_MB * 2048, root_mb * 2048, 0x83, False)]))
+                                                    (2048 + BOOT_MB * 2048, root_mb * 2048, LINUX_PARTITION, False)]))
         for image, offset in ((boot_img, 2048), (root_img, 2048 + BOOT_MB * 2048)):
             out.seek(offset * SECTOR)
             with open(image, "rb") as part:
@@ -234,6 +234,22 @@ def syslinux_cfg(kernel: str, initrd: str) -> str:
         f"LABEL linux\n  KERNEL /{kernel}\n  INITRD /{initrd}\n"
         "  APPEND root=LABEL=wb-root ro console=tty0 console=ttyS0,115200 net.ifnames=1\n"
     )
+
+
+LINUX_PARTITION = 0x83
+
+
+def root_offset(raw: Path) -> int:
+    """Where the ext4 root starts in a raw copy of a disk made here, in bytes (the MBR's Linux entry)."""
+    with raw.open("rb") as disk:
+        sector = disk.read(SECTOR)
+    if len(sector) < SECTOR or sector[510:] != b"\x55\xaa":
+        raise ValueError(f"{raw}: no MBR")
+    for index in range(4):
+        _, _, kind, _, start, sectors = struct.unpack("<B3sB3sII", sector[446 + 16 * index:462 + 16 * index])
+        if kind == LINUX_PARTITION and sectors:
+            return int(start) * SECTOR
+    raise ValueError(f"{raw}: no Linux partition in its MBR")
 
 
 def mbr(code: bytes, partitions: list[tuple[int, int, int, bool]]) -> bytes:

@@ -312,12 +312,13 @@ def _usable(item: Any) -> int:
 # --- servers and images -----------------------------------------------------------
 
 
-def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, str], *, min_disk: int = 0) -> str:
-    """A raw image in glance from `path`; its id. The caller decides what a name already taken means
-    (the SDK's own look-up by name fails on names with a colon, as `<prefix>/<role>:<N>`). Nova
-    refuses a flavor whose disk is under `min_disk` GiB with an error that says so."""
+def upload_image(conn: Connection, name: str, path: Path, properties: dict[str, str], *, min_disk: int = 0,
+                 disk_format: str = "raw") -> str:
+    """An image in glance from `path` (`raw` or `qcow2`); its id. The caller decides what a name already
+    taken means (the SDK's own look-up by name fails on names with a colon, as `<prefix>/<role>:<N>`).
+    Nova refuses a flavor whose disk is under `min_disk` GiB with an error that says so."""
     extra: dict[str, Any] = {"visibility": "private", "min_disk": min_disk, **properties}
-    image = conn.image.create_image(name, filename=str(path), disk_format="raw", container_format="bare",
+    image = conn.image.create_image(name, filename=str(path), disk_format=disk_format, container_format="bare",
                                     allow_duplicates=True, wait=True, timeout=600, **extra)
     return str(image.id)
 

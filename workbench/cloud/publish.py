@@ -1,5 +1,10 @@
 """`fab image.publish`: an accepted role image into the cloud's glance, as a server boots it.
 
+For the `kvm` and `qemu` virt types it is the role's qcow2 (baked with the
+qemu builder when the checkout's role has none: reused by inputs hash), with
+the workbench's key removed and a unit that reads the deploy's settings and
+SSH keys at boot (`workbench.cloud.vmimage`).
+
 For libvirt's `lxc` virt type (the one the lab's tests use) a server's disk is
 a root filesystem: the container image, exported, packed into a raw ext4 file
 with `mke2fs -d` (no loop device, no mount). Its `/sbin/init` is a small
@@ -27,13 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.build import images
-from workbench.cloud import api, controller
+from workbench.build import bake, disks, images
+from workbench.cloud import api, controller, vmimage
 from workbench.cloud import secrets as cloud_secrets
 from workbench.cloud.lab import plan
 from workbench.cloud.smoke import BUSYBOX
 from workbench.core import engine, files, progress, run
-from workbench.core.config import Config
+from workbench.core.config import Config, Role
 from workbench.core.errors import CloudError, CommandFailed, ConfigError
 
 SCOPE = "publish"
@@ -139,12 +144,13 @@ class Published:
     version: int
     name: str  # the image's name in glance: <prefix>/<role>:<N>
     glance_id: str
-    source: str  # the accepted container image's id
+    source: str  # the accepted container image's id, or the accepted qcow2's
     inputs: str
     checksum: str  # sha256 of the file uploaded
     size: int
     uploaded: bool  # False: glance had it already
     seconds: float
+    disk_format: str = "raw"  # raw: a root file system (lxc); qcow2: a whole disk (kvm, qemu)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -152,8 +158,9 @@ class Published:
     def summary(self) -> str:
         if not self.uploaded:
             return f"{self.name} is in glance already ({self.glance_id}, sha256 {self.checksum[:12]}): nothing uploaded"
+        what = "raw root filesystem" if self.disk_format == "raw" else "qcow2 disk"
         return (f"published {self.name} in {self.seconds:.0f}s: glance image {self.glance_id}, "
-                f"{self.size / 2**20:.0f} MiB raw root filesystem, sha256 {self.checksum[:12]}")
+                f"{self.size / 2**20:.0f} MiB {what}, sha256 {self.checksum[:12]}")
 
 
 def glance_name(config: Config, role: str, version: int) -> str:
@@ -170,57 +177,99 @@ def publish(config: Config, role_name: str, version: int | None = None, inventor
                          f"services' logs: {controller.log_dir(config)})") from None
 
 
+@dataclass(frozen=True)
+class _Source:
+    """An accepted image as publishing sees it: a container image (lxc) or a qcow2 (kvm, qemu)."""
+
+    role: str
+    version: int
+    id: str
+    labels: dict[str, str]
+    disk_format: str
+    recipe: str  # what made the published file from it: a file made otherwise is made again
+
+
 def _publish(config: Config, role_name: str, version: int | None, inventory: str, image_id: str) -> Published:
     start = time.monotonic()
     role = config.role(role_name)
-    if config.cloud.virt_type != "lxc":
-        raise ConfigError(f"{config.path} [cloud] virt_type = {config.cloud.virt_type!r}: `fab image.publish` "
-                          "makes root-filesystem images, which only the lxc virt type boots (qcow2 images for "
-                          "kvm and qemu are not published yet); set virt_type = \"lxc\"")
-    source = engine.get_image(image_id or images.newest_verified(config, role.name, version))
-    if source is None:  # removed between the look-up and now
-        raise CloudError(f"the image of {role.name} disappeared from the engine while publishing it")
-    number = images.version_of(source)
-    name = glance_name(config, role.name, number)
+    disk, image = None, None
+    if config.cloud.virt_type == "lxc":
+        image = engine.get_image(image_id or images.newest_verified(config, role.name, version))
+        if image is None:  # removed between the look-up and now
+            raise CloudError(f"the image of {role.name} disappeared from the engine while publishing it")
+        source = _Source(role.name, images.version_of(image), str(image.id), dict(image.labels or {}), "raw",
+                         str(RECIPE))
+    else:
+        if image_id:
+            raise ConfigError(not_for_releases(config))
+        disk = _accepted_disk(config, role, version)
+        source = _Source(role.name, int(disk["version"]), str(disk["id"]), dict(disk["labels"]), "qcow2",
+                         f"vm{vmimage.RECIPE}")
+    name = glance_name(config, role.name, source.version)
     keys = cloud_secrets.load(config)
     if keys is None or controller.state(config) is None:
         raise CloudError("no cloud is up: run `fab cloud.up` first, then publish")
     conn = api.connect(plan(config, inventory), keys, member=True, project=config.cloud.project)
-    labels = source.labels or {}
-    found = _in_glance(conn, name, str(source.id))
+    inputs = source.labels.get(engine.INPUTS_LABEL, "")
+    found = _in_glance(conn, name, source)
     if found is not None:
         progress.step(SCOPE, f"{name} is in glance already: nothing to upload")
-        return Published(role.name, number, name, found["id"], str(source.id), labels.get(engine.INPUTS_LABEL, ""),
-                         found["sha256"], found["size"], False, time.monotonic() - start)
-    path = root_file(config, source)
+        return Published(role.name, source.version, name, found["id"], source.id, inputs, found["sha256"],
+                         found["size"], False, time.monotonic() - start, source.disk_format)
+    if disk is None:
+        path = root_file(config, image)
+        # A raw root: nova grows it to the flavor's disk.
+        min_disk = math.ceil(path.stat().st_size / 2**30)
+    else:
+        path = vmimage.disk_file(cloud_secrets.cloud_dir(config) / "published", Path(disk["path"]), source.id)
+        min_disk = math.ceil(vmimage.virtual_size(path) / 2**30)
     size = path.stat().st_size
     # Ours, and the one glance computes (os_hash_value), in one read.
     checksum, sha512 = files.digests(path, "sha256", "sha512")
     properties = {
         f"{PROPERTY_PREFIX}role": role.name,
-        f"{PROPERTY_PREFIX}version": str(number),
-        f"{PROPERTY_PREFIX}source": str(source.id),
-        f"{PROPERTY_PREFIX}inputs": labels.get(engine.INPUTS_LABEL, ""),
-        f"{PROPERTY_PREFIX}verify": labels.get(images.VERIFY_LABEL, ""),
-        f"{PROPERTY_PREFIX}git_commit": labels.get("workbench.git.commit", ""),
+        f"{PROPERTY_PREFIX}version": str(source.version),
+        f"{PROPERTY_PREFIX}source": source.id,
+        f"{PROPERTY_PREFIX}inputs": inputs,
+        f"{PROPERTY_PREFIX}verify": source.labels.get(images.VERIFY_LABEL, ""),
+        f"{PROPERTY_PREFIX}git_commit": source.labels.get("workbench.git.commit", ""),
         f"{PROPERTY_PREFIX}sha256": checksum,
-        f"{PROPERTY_PREFIX}recipe": str(RECIPE),
+        f"{PROPERTY_PREFIX}recipe": source.recipe,
     }
-    progress.step(SCOPE, f"uploading {name} ({size / 2**20:.0f} MiB) to glance")
-    glance_id = api.upload_image(conn, name, path, properties, min_disk=math.ceil(size / 2**30))
+    progress.step(SCOPE, f"uploading {name} ({size / 2**20:.0f} MiB {source.disk_format}) to glance")
+    glance_id = api.upload_image(conn, name, path, properties, min_disk=min_disk, disk_format=source.disk_format)
     uploaded = api.image_record(conn, glance_id)
     if uploaded.get("os_hash_algo") == "sha512" and uploaded.get("os_hash_value") != sha512:
         api.delete_image(conn, glance_id)
         raise CloudError(f"glance's checksum of {name} is not the file's: the upload was damaged; publish again")
-    return Published(role.name, number, name, glance_id, str(source.id), labels.get(engine.INPUTS_LABEL, ""),
-                     checksum, size, True, time.monotonic() - start)
+    return Published(role.name, source.version, name, glance_id, source.id, inputs, checksum, size, True,
+                     time.monotonic() - start, source.disk_format)
 
 
-def _in_glance(conn: api.Connection, name: str, source: str) -> dict[str, Any] | None:
+def not_for_releases(config: Config) -> str:
+    # The configuration refuses such an environment already; this guards callers that bypass it.
+    return (f"{config.path} [cloud] virt_type = {config.cloud.virt_type!r}: releases on the cloud boot "
+            "root-filesystem images, which only the lxc virt type runs; set virt_type = \"lxc\"")
+
+
+def _accepted_disk(config: Config, role: Role, version: int | None) -> dict[str, Any]:
+    """The role's accepted qcow2: `version`, or the one of the checkout's role files (baked when missing)."""
+    if version is None:
+        # Reused when a disk of the same inputs is there: only a change of the role is baked.
+        baked = bake.bake(config, [role.name], builder_type="qemu")[0]
+        version = baked.version
+    for record in disks.records(config, role.name):
+        if int(record["version"]) == version:
+            return record
+    raise ConfigError(f"{disks.tag(config, role.name, version)}: no such accepted qcow2 (`fab image.list "
+                      f"{role.name}` lists them; `fab image.bake {role.name} --builder qemu` bakes one)")
+
+
+def _in_glance(conn: api.Connection, name: str, source: _Source) -> dict[str, Any] | None:
     """The glance image already published for `source`, or None; a half-uploaded one is deleted."""
     for image in api.images_named(conn, name):
         made_by = (image.get(f"{PROPERTY_PREFIX}source"), image.get(f"{PROPERTY_PREFIX}recipe"))
-        current = made_by == (source, str(RECIPE))
+        current = made_by == (source.id, source.recipe)
         if image.get("status") != "active" or not current:
             why = "made by an older workbench" if image.get("status") == "active" else f"left {image.get('status')}"
             progress.detail(f"deleting {name} ({image['id']}): {why} by an earlier publish")
