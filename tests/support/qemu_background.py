@@ -99,11 +99,11 @@ class QemuBakes:
                     return
                 if name == "published" and self.results["base"].returncode != 0:
                     continue  # nothing to publish: the base bake's own test says why
-                self.results[name] = self._run(list(argv), path)
+                self.results[name] = self._command(list(argv), path)
         finally:
             self.done.set()
 
-    def _run(self, argv: list[str], config: Path) -> subprocess.CompletedProcess[str]:
+    def _command(self, argv: list[str], config: Path) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, wb_config.ENV_CONFIG: str(config)}
         # Its own process group: the session's end can stop fab, Packer and qemu at once.
         proc = subprocess.Popen(
@@ -129,6 +129,8 @@ class QemuBakes:
         """Wait for the background bake `name` (the ones before it finish first)."""
         deadline = 2 * BAKE_TIMEOUT + 60
         while name not in self.results and not self.done.wait(timeout=5):
+            # A job that died without saying it is done would otherwise be waited for an hour.
+            assert self.thread is not None and self.thread.is_alive(), "the background qemu job died (see stderr)"
             deadline -= 5
             assert deadline > 0, f"the background qemu bake {name} did not finish"
         assert name in self.results, f"the background qemu bake {name} did not run"
