@@ -11,7 +11,8 @@ Measures, on the configuration's engine, registry and frontend:
     old image again; run in-process, so the warm one is also timed in-process for a fair ratio;
   - redeploy from scratch: re-bake the role (`bake_role(force=True)`) and promote it, for comparison.
 It needs a verified frontend image and two verified app images; it bakes what is missing.
-Figures go to stdout and to <state_dir>/bench/release.json.
+Figures go to stdout and to <state_dir>/bench/release.json. The releases it made are taken down at
+the end, unless the environment served the role before it started.
 """
 
 from __future__ import annotations
@@ -108,21 +109,9 @@ def ensure_images(config: wb_config.Config, role: str) -> list[int]:
     return versions[-2:]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.environ.get(wb_config.ENV_CONFIG, str(REPO / "workbench.toml")))
-    parser.add_argument("--env", default="staging")
-    parser.add_argument("--role", default="app")
-    parser.add_argument("--no-rebake", action="store_true", help="skip the redeploy-from-scratch comparison")
-    args = parser.parse_args()
-    config = wb_config.load(Path(args.config))
-    environment = config.environment(args.env)
-    if not environment.frontend_port:
-        raise SystemExit(f"[environments.{args.env}] has no frontend_port: nothing to measure through")
-    url = f"http://127.0.0.1:{environment.frontend_port}{config.role(args.role).health or '/'}"
-    old, new = ensure_images(config, args.role)
-    figures: dict[str, object] = {"environment": args.env, "role": args.role, "versions": [old, new]}
-
+def _measure(config: wb_config.Config, args: argparse.Namespace, environment: wb_config.Environment, url: str,
+             old: int, new: int, figures: dict[str, object]) -> None:
+    """Promote, promote under load, the rollbacks and the redeploy, into `figures`."""
     seconds, _ = fab(config, "release.promote", args.role, "--env", args.env, "--version", str(old), "--message",
                      "bench: old")
     first = release.history(config, args.env, args.role)[-1].tag
@@ -168,6 +157,30 @@ def main() -> None:
                                             "promote_seconds": round(seconds, 2), "seconds": round(total, 2)}
         rollback_seconds = figures["rollback"]["seconds_until_old_release_answers"]  # type: ignore[index]
         figures["redeploy_over_rollback"] = round(total / rollback_seconds, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.environ.get(wb_config.ENV_CONFIG, str(REPO / "workbench.toml")))
+    parser.add_argument("--env", default="staging")
+    parser.add_argument("--role", default="app")
+    parser.add_argument("--no-rebake", action="store_true", help="skip the redeploy-from-scratch comparison")
+    args = parser.parse_args()
+    config = wb_config.load(Path(args.config))
+    environment = config.environment(args.env)
+    if not environment.frontend_port:
+        raise SystemExit(f"[environments.{args.env}] has no frontend_port: nothing to measure through")
+    url = f"http://127.0.0.1:{environment.frontend_port}{config.role(args.role).health or '/'}"
+    old, new = ensure_images(config, args.role)
+    figures: dict[str, object] = {"environment": args.env, "role": args.role, "versions": [old, new]}
+
+    # The bench's releases go at the end, unless the environment served the role before it started.
+    served_before = {r.role for r in release.current(config) if r.environment == args.env}
+    try:
+        _measure(config, args, environment, url, old, new, figures)
+    finally:
+        if args.role not in served_before:
+            release.down(config, args.env, args.role if served_before else None)
 
     out = config.state_dir / "bench" / "release.json"
     out.parent.mkdir(parents=True, exist_ok=True)
