@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core import secrets
+from workbench.core import files, secrets
 from workbench.core.files import locked, write_whole
 
 
@@ -202,3 +202,32 @@ def test_locked_without_waiting_says_it_is_taken(tmp_path: Path) -> None:
         assert (first, second) == (True, False)
     with locked(lock, wait=False) as again:
         assert again
+
+
+def test_made_once_makes_a_whole_file_once_and_leaves_nothing_of_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "store" / "disk.img"
+    made: list[Path] = []
+
+    def make(work: Path, partial: Path) -> None:
+        assert work.is_dir() and not list(work.iterdir()), "a scratch directory of its own, empty"
+        (work / "scratch").write_text("x")
+        partial.write_text("whole")
+        made.append(work)
+
+    # A killed attempt's scratch directory and partial file are cleared first.
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / ".disk.d").mkdir()
+    (tmp_path / "store" / ".disk.d" / "old").write_text("left")
+    (tmp_path / "store" / "disk.partial").write_text("half")
+    assert files.made_once(path, make) == path and path.read_text() == "whole"
+    assert files.made_once(path, make) == path and len(made) == 1, "made once"
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["disk.img"]
+
+    def fail(work: Path, partial: Path) -> None:
+        partial.write_text("half")
+        raise RuntimeError("the tool failed")
+
+    other = tmp_path / "store" / "other.img"
+    with pytest.raises(RuntimeError):
+        files.made_once(other, fail)
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["disk.img"]

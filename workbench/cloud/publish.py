@@ -282,15 +282,9 @@ def _in_glance(conn: api.Connection, name: str, source: _Source) -> dict[str, An
 
 def root_file(config: Config, source: Any) -> Path:
     """The raw ext4 file for the container image `source`, made once per image and recipe."""
-    store = cloud_secrets.cloud_dir(config) / "published"
-    path = store / f"{str(source.id).split(':')[-1][:16]}-r{RECIPE}.raw"
-    if path.is_file():
-        return path
-    store.mkdir(parents=True, exist_ok=True)
-    work = store / f".{path.stem}.d"
-    partial = path.with_suffix(".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    try:
+    path = cloud_secrets.cloud_dir(config) / "published" / f"{str(source.id).split(':')[-1][:16]}-r{RECIPE}.raw"
+
+    def make(work: Path, partial: Path) -> None:
         progress.step(SCOPE, f"exporting {images.tag_of(config, source)} into a root filesystem")
         root = work / "root"
         _export(source, root)
@@ -301,13 +295,11 @@ def root_file(config: Config, source: Any) -> Path:
             raise CloudError(f"{', '.join(found)} still in the root filesystem after removing keys: not published")
         size = _size_mib(root) + HEADROOM_MIB
         run.capture(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-d", str(root), str(partial), f"{size}M"])
-        partial.replace(path)
+
+    try:
+        return files.made_once(path, make)
     except CommandFailed as exc:
         raise CloudError(f"making the root filesystem of {images.tag_of(config, source)} failed: {exc}") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        partial.unlink(missing_ok=True)
-    return path
 
 
 def _export(source: Any, root: Path) -> None:

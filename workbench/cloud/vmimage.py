@@ -21,11 +21,10 @@ back to qcow2. The result is made once per accepted disk and recipe.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from workbench.build import vmdisk
-from workbench.core import progress, run
+from workbench.core import files, progress, run
 from workbench.core.errors import CloudError, CommandFailed
 
 # Bump when what a published disk holds changes: disks are made again.
@@ -144,15 +143,8 @@ EnvironmentFile=-/run/workbench/settings
 
 def disk_file(store: Path, source: Path, source_id: str) -> Path:
     """The publishable qcow2 of the accepted disk `source` (id `source_id`), made once into `store`."""
-    path = store / f"{source_id.split(':')[-1][:16]}-v{RECIPE}.qcow2"
-    if path.is_file():
-        return path
-    store.mkdir(parents=True, exist_ok=True)
-    work = store / f".{path.stem}.d"
-    partial = path.with_suffix(".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
+
+    def make(work: Path, partial: Path) -> None:
         raw = work / "disk.raw"
         progress.step("publish", f"removing the workbench's key from {source.name}, adding the deploy's settings")
         run.capture(["qemu-img", "convert", "-O", "raw", str(source), str(raw)])
@@ -164,13 +156,11 @@ def disk_file(store: Path, source: Path, source_id: str) -> Path:
             raise CloudError(f"{', '.join(left)} still in {source.name} after removing keys: not published")
         run.capture(["e2fsck", "-f", "-n", root])
         run.capture(["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(partial)])
-        partial.replace(path)
+
+    try:
+        return files.made_once(store / f"{source_id.split(':')[-1][:16]}-v{RECIPE}.qcow2", make)
     except (CommandFailed, ValueError) as exc:
         raise CloudError(f"making the publishable disk of {source} failed: {exc}") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        partial.unlink(missing_ok=True)
-    return path
 
 
 def virtual_size(path: Path) -> int:
@@ -186,8 +176,13 @@ def filesystem(raw: Path) -> str:
 
 def keys_in(root: str) -> list[str]:
     """Keys the file system `root` holds: root's authorized keys, SSH host keys."""
-    return [f"{directory}/{name}" for directory, prefix in KEY_DIRS.items()
-            for name, _ in _listing(root, directory) if name.startswith(prefix)]
+    return [path for path, _ in _keys(root)]
+
+
+def _keys(root: str) -> list[tuple[str, int]]:
+    """(path, size) of each key in `root`."""
+    return [(f"{directory}/{name}", size) for directory, prefix in KEY_DIRS.items()
+            for name, size in _listing(root, directory) if name.startswith(prefix)]
 
 
 def read(root: str, path: str) -> str:
@@ -211,8 +206,7 @@ def _listing(root: str, directory: str) -> list[tuple[str, int]]:
 def _remove_keys(root: str) -> None:
     block = _block_size(root)
     commands = []
-    for path in keys_in(root):
-        size = dict(_listing(root, path.rsplit("/", 1)[0]))[path.rsplit("/", 1)[1]]
+    for path, size in _keys(root):
         # Zeros first: `rm` only frees the blocks, whose bytes would stay in the file.
         commands += [f"zap_block -f {path} -p 0 {n}" for n in range(-(-size // block))]
         commands.append(f"rm {path}")

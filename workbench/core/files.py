@@ -6,9 +6,31 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+
+def made_once(path: Path, make: Callable[[Path, Path], None]) -> Path:
+    """`path`, made by `make(work, partial)` unless it exists: `make` writes the file `partial`, with the
+    empty scratch directory `work` to itself. `partial` then becomes `path` in one rename, so a file at
+    `path` is always a whole one; `work` and a partial file go whatever happens (a failed or killed
+    earlier attempt's too)."""
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = path.with_name(f".{path.stem}.d")
+    partial = path.with_suffix(".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        make(work, partial)
+        partial.replace(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+    return path
 
 
 def write_whole(path: Path, data: bytes | str, mode: int | None = None) -> None:
