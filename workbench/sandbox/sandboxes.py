@@ -353,12 +353,12 @@ def _provision(config: Config, sandbox: Sandbox) -> ProvisionResult:
     write_spec(config, _current_image(config))
     _render_pools(config)
     ssh_file, ssh = _ssh_config(config, vg, sandbox)
-    _check_share(config, sandbox)
+    containers = _containers(config, sandbox)  # none: a VM sandbox
+    _check_share(config, sandbox, containers)
     states = salt.state_list(config, sandbox.role)
     # A container sandbox fetches its packages through the bakes' cache; a VM's network may
     # not reach the Docker bridge the cache listens on, so a VM goes to the mirror.
-    in_container = bool(_containers(config, sandbox))
-    with aptcache.package_cache(config) if in_container else contextlib.nullcontext() as cache:
+    with aptcache.package_cache(config) if containers else contextlib.nullcontext() as cache:
         _write_control(config, sandbox, states, cache.container_proxy if cache else "")
         progress.step(scope, f"applying {', '.join(states)} (salt-call --local; grains "
                              f"workbench_role={sandbox.role.name}, workbench_environment={ENVIRONMENT})")
@@ -390,10 +390,10 @@ def _provision(config: Config, sandbox: Sandbox) -> ProvisionResult:
     )
 
 
-def _check_share(config: Config, sandbox: Sandbox) -> None:
+def _check_share(config: Config, sandbox: Sandbox, containers: list[Container]) -> None:
     """A sandbox made from another checkout would apply that checkout's states."""
     wanted = str(config.root / "salt")
-    for container in _containers(config, sandbox):
+    for container in containers:
         for mount in container.attrs.get("Mounts", []):
             if mount.get("Destination") == config.sandbox.salt_dir and mount.get("Source") != wanted:
                 raise SandboxError(
