@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.config import small_config
+from workbench.build import disks, images
 from workbench.cloud import publish
+from workbench.core.config import Config
 from workbench.core.errors import CloudError, ConfigError
 
 APP = {"Entrypoint": [""], "Cmd": ["/usr/local/sbin/workbench-init"], "WorkingDir": "",
@@ -77,16 +79,59 @@ def test_kvm_and_qemu_publish_an_accepted_qcow2(tmp_path: Path) -> None:
     config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {"ports": [80]}})
     with pytest.raises(ConfigError, match=r"wbx/app:7\.qcow2: no such accepted qcow2 .*--builder qemu"):
         publish.publish(config, "app", version=7)
-    # A release's container image is not what a qemu server boots.
-    with pytest.raises(ConfigError, match=r"\[cloud\] virt_type = 'qemu'"):
-        publish.publish(config, "app", image_id="sha256:0123")
 
 
-def test_releases_on_the_cloud_need_lxc(tmp_path: Path) -> None:
-    lab = {"target": "openstack", "lab_address": "10.77.0.3"}
-    with pytest.raises(ConfigError, match=r'\[environments.lab\] target = "openstack" needs \[cloud\] virt_type'):
-        small_config(tmp_path, cloud={"virt_type": "kvm"}, environments={"lab": lab}, roles={"app": {}})
-    assert small_config(tmp_path, environments={"lab": lab}, roles={"app": {}}).cloud.virt_type == "lxc"
+class _Image:
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+
+
+def _disk(config: Config, version: int, definition: str) -> None:
+    """An accepted qcow2 record of the app role with that definition."""
+    candidate = config.state_dir / f"candidate-{version}"
+    candidate.parent.mkdir(parents=True, exist_ok=True)
+    candidate.write_bytes(b"disk")
+    disks.accept(config, "app", candidate, version, {images.DEFINITION_LABEL: definition})
+
+
+def test_a_release_on_qemu_boots_the_qcow2_of_its_images_definition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release keeps its container image's tag; the server boots the qcow2 of the same role definition."""
+    config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {"ports": [80]}})
+    labels = {images.DEFINITION_LABEL: "d1", "workbench.git.commit": "abc123"}
+    monkeypatch.setattr(publish.engine, "get_image", lambda image_id: _Image(labels))
+    monkeypatch.setattr(publish.images, "tag_of", lambda config, image: "wbx/app:3")
+    monkeypatch.setattr(publish.bake, "definition", lambda config, role: "d-checkout")
+    baked: list[str] = []
+    monkeypatch.setattr(publish.bake, "bake", lambda config, roles, builder_type="": baked.append(builder_type))
+    _disk(config, 1, "d1")
+    _disk(config, 2, "d1")
+    _disk(config, 3, "d2")
+    app = config.role("app")
+    assert publish._disk_of_image(config, app, "sha256:0123")["version"] == 2
+    # None of its definition, and the checkout defines the role otherwise: what to do, not a wrong disk.
+    labels[images.DEFINITION_LABEL] = "d9"
+    with pytest.raises(ConfigError, match=r"wbx/app:3: a qemu cloud boots .*check out abc123 and `fab image.bake app"):
+        publish._disk_of_image(config, app, "sha256:0123")
+    assert baked == []
+    # The checkout defines it so: baked with the qemu builder, then found.
+    monkeypatch.setattr(publish.bake, "definition", lambda config, role: "d9")
+    monkeypatch.setattr(publish.bake, "bake",
+                        lambda config, roles, builder_type="": (baked.append(builder_type), _disk(config, 4, "d9")))
+    assert publish._disk_of_image(config, app, "sha256:0123")["version"] == 4
+    assert baked == ["qemu"]
+    # Baked before images recorded a definition.
+    del labels[images.DEFINITION_LABEL]
+    with pytest.raises(ConfigError, match=r"wbx/app:3 was baked before .*image.bake app --force"):
+        publish._disk_of_image(config, app, "sha256:0123")
+
+
+def test_releases_on_kvm_and_qemu_clouds_are_allowed(tmp_path: Path) -> None:
+    lab = {"target": "openstack", "lab_address": "10.77.0.3", "flavor": "lab.medium"}
+    for virt_type in ("kvm", "qemu", "lxc"):
+        config = small_config(tmp_path, cloud={"virt_type": virt_type}, environments={"lab": lab}, roles={"app": {}})
+        assert config.environments["lab"].target == "openstack"
 
 
 def test_the_files_docker_writes_at_start_are_there(tmp_path: Path) -> None:

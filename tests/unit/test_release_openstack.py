@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.config import REPO, small_config
 from workbench.cloud import lab
-from workbench.cloud.servers import ENVIRONMENT_KEY, PREFIX_KEY, RELEASE_KEY, ROLE_KEY, GlanceImage, Server
+from workbench.cloud.servers import ENVIRONMENT_KEY, PREFIX_KEY, RELEASE_KEY, ROLE_KEY, Fleet, GlanceImage, Server
 from workbench.core import config as wb_config
 from workbench.core.errors import ConfigError, DeployFailed
 from workbench.netboot import dnsmasq, node
@@ -42,10 +42,14 @@ class FakeFleet:
         self.staged: list[GlanceImage | None] = []
         self.deleted: list[str] = []
         self.hosts = {"hv1.lab.wpdn", "hv2.lab.wpdn"}
+        self.flavor_says = ""
 
     def stage(self, role: str, image_id: str, recorded: GlanceImage | None) -> GlanceImage:
         self.staged.append(recorded)
         return recorded or GlanceImage("glance-new", "sha512-new")
+
+    def flavor_problem(self, flavor: str, glance_id: str) -> str:
+        return self.flavor_says
 
     def boot(self, name: str, image: GlanceImage, flavor: str, user_data: str, metadata: dict[str, str],
              security_groups: list[str], group: str = "") -> str:
@@ -128,6 +132,35 @@ def test_servers_are_named_by_the_naming_rule_and_told_their_settings(tmp_path: 
     target.stop(config.environment("lab"), "app-12")
     assert fleet.deleted == ["app-12-2.lab.wpdn", "app-12.lab.wpdn"] and not fleet.servers()
     assert not list(names.iterdir())
+
+
+def test_a_flavor_that_cannot_boot_the_image_is_refused_before_any_server(tmp_path: Path) -> None:
+    config = lab_config(tmp_path)
+    fleet = FakeFleet()
+    fleet.flavor_says = "its 2 GiB disk is smaller than the image's 4 GiB"
+    with pytest.raises(DeployFailed, match=r"workbench.toml \[environments.lab\] flavor = 'lab.small': its 2 GiB"):
+        target_with(config, fleet).start(plan_of(config))
+    assert fleet.booted == []
+
+
+class _Flavor:
+    def __init__(self, name: str, disk: int, ram: int) -> None:
+        self.name, self.disk, self.ram = name, disk, ram
+
+
+def test_the_flavor_must_hold_the_images_disk_and_memory() -> None:
+    """Checked against glance's min_disk and min_ram, as nova would check each server."""
+    flavors = [_Flavor("lab.small", 2, 512), _Flavor("lab.medium", 5, 1024)]
+    fleet = Fleet.__new__(Fleet)
+    fleet.conn = type("Conn", (), {"compute": type("Compute", (), {
+        "find_flavor": staticmethod(lambda name: next((f for f in flavors if f.name == name), None)),
+        "flavors": staticmethod(lambda: flavors)})()})()
+    fleet._record = lambda glance_id: {"min_disk": 4, "min_ram": 768}  # type: ignore[method-assign]
+    assert "smaller than the image's 4 GiB" in fleet.flavor_problem("lab.small", "g1")
+    assert fleet.flavor_problem("lab.medium", "g1") == ""
+    assert fleet.flavor_problem("lab.huge", "g1") == "the cloud has no such flavor (it has: lab.medium, lab.small)"
+    fleet._record = lambda glance_id: {"min_disk": 1, "min_ram": 2048}  # type: ignore[method-assign]
+    assert "1024 MiB of memory is less than the image's 2048 MiB" in fleet.flavor_problem("lab.medium", "g1")
 
 
 def test_a_start_replaces_servers_an_interrupted_start_of_the_same_tag_left(tmp_path: Path) -> None:

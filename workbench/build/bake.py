@@ -91,6 +91,15 @@ def role_inputs(config: Config, role: Role, base_ref: str) -> dict[str, Any]:
     }
 
 
+def definition(config: Config, role: Role) -> str:
+    """The role's definition whatever the builder: a container image and a qcow2 disk of the
+    same role files, states, command and base settings share it (their inputs hashes differ).
+    A release on a kvm/qemu cloud boots the qcow2 of its container image's definition."""
+    inputs = role_inputs(config, role, hash_inputs(base.base_inputs(config)))
+    del inputs["builder"]
+    return hash_inputs(inputs)
+
+
 # --- entry point -----------------------------------------------------------------------
 
 
@@ -317,6 +326,7 @@ def _candidate_labels(config: Config, role: Role, digest: str, base_id: str, bak
         engine.PREFIX_LABEL: config.prefix,
         engine.ROLE_LABEL: role.name,
         engine.INPUTS_LABEL: digest,
+        images.DEFINITION_LABEL: definition(config, role),
         "workbench.base": base_id,
         "workbench.git.commit": commit,
         "workbench.git.dirty": "true" if dirty else "false",

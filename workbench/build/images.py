@@ -25,6 +25,8 @@ from workbench.core.errors import ReleaseError
 CANDIDATE_LABEL = "workbench.candidate"
 VERSION_LABEL = "workbench.version"
 VERIFY_LABEL = "workbench.verify"
+# The role's definition whatever the builder (bake.definition): links a container image to its qcow2.
+DEFINITION_LABEL = "workbench.definition"
 # Build containers and candidates carry the id and process of the bake that made them.
 BAKE_LABEL = "workbench.bake"
 BAKE_PID_LABEL = "workbench.bake.pid"

@@ -39,7 +39,8 @@ class Flavor:
     disk: int  # GiB
 
 
-FLAVORS = (Flavor("lab.tiny", 1, 128, 1), Flavor("lab.small", 1, 512, 2))
+# lab.medium holds a role's qcow2 (the qemu builder's 4 GiB disk) on a kvm/qemu cloud.
+FLAVORS = (Flavor("lab.tiny", 1, 128, 1), Flavor("lab.small", 1, 512, 2), Flavor("lab.medium", 1, 1024, 5))
 # The compute services and network agents a working controller runs.
 CONTROLLER_SERVICES = ("nova-conductor", "nova-scheduler")
 CONTROLLER_AGENTS = ("Linux bridge agent", "DHCP agent", "Metadata agent")

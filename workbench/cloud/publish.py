@@ -200,9 +200,7 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
         source = _Source(role.name, images.version_of(image), str(image.id), dict(image.labels or {}), "raw",
                          str(RECIPE))
     else:
-        if image_id:
-            raise ConfigError(not_for_releases(config))
-        disk = _accepted_disk(config, role, version)
+        disk = _disk_of_image(config, role, image_id) if image_id else _accepted_disk(config, role, version)
         source = _Source(role.name, int(disk["version"]), str(disk["id"]), dict(disk["labels"]), "qcow2",
                          f"vm{vmimage.RECIPE}")
     name = glance_name(config, role.name, source.version)
@@ -246,10 +244,35 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
                      time.monotonic() - start, source.disk_format)
 
 
-def not_for_releases(config: Config) -> str:
-    # The configuration refuses such an environment already; this guards callers that bypass it.
-    return (f"{config.path} [cloud] virt_type = {config.cloud.virt_type!r}: releases on the cloud boot "
-            "root-filesystem images, which only the lxc virt type runs; set virt_type = \"lxc\"")
+def _disk_of_image(config: Config, role: Role, image_id: str) -> dict[str, Any]:
+    """The accepted qcow2 a release of the container image `image_id` boots on a kvm/qemu cloud: the
+    newest of the same role definition, baked with the qemu builder when the checkout defines the
+    role as the image does. The release keeps the container image's tag; the server is the same role."""
+    image = engine.get_image(image_id)
+    if image is None:
+        raise CloudError(f"image {image_id[:19]} of {role.name} disappeared from the engine while publishing it")
+    tag = images.tag_of(config, image)
+    wanted = (image.labels or {}).get(images.DEFINITION_LABEL, "")
+    if not wanted:
+        raise ConfigError(f"{tag} was baked before images recorded their role definition, so no qcow2 can be "
+                          f"matched to it: bake the role again (`fab image.bake {role.name} --force`) and promote that")
+    found = _disk_defined(config, role.name, wanted)
+    if found is None and wanted == bake.definition(config, role):
+        progress.step(SCOPE, f"{tag}: no qcow2 of its role definition yet: baking one with the qemu builder")
+        bake.bake(config, [role.name], builder_type="qemu")
+        found = _disk_defined(config, role.name, wanted)
+    if found is None:
+        commit = (image.labels or {}).get("workbench.git.commit", "unknown")
+        raise ConfigError(f"{tag}: a {config.cloud.virt_type} cloud boots the role's qcow2, and there is none of "
+                          f"{tag}'s role definition while the checkout's {role.name} differs from it: check out "
+                          f"{commit} and `fab image.bake {role.name} --builder qemu`, or promote a newer image")
+    return found
+
+
+def _disk_defined(config: Config, role: str, definition: str) -> dict[str, Any] | None:
+    """The newest accepted qcow2 of `role` with that definition."""
+    matching = [r for r in disks.records(config, role) if r["labels"].get(images.DEFINITION_LABEL) == definition]
+    return max(matching, key=lambda r: int(r["version"]), default=None)
 
 
 def _accepted_disk(config: Config, role: Role, version: int | None) -> dict[str, Any]:

@@ -106,6 +106,22 @@ class Fleet:
             return None
         return GlanceImage(str(record["id"]), str(record.get("os_hash_value") or ""))
 
+    def flavor_problem(self, flavor: str, glance_id: str) -> str:
+        """Why servers of the flavor cannot boot the image ('' when they can): nova would refuse
+        them one by one, after the release had begun."""
+        found = self.conn.compute.find_flavor(flavor)
+        if found is None:
+            names = ", ".join(sorted(f.name for f in self.conn.compute.flavors()))
+            return f"the cloud has no such flavor (it has: {names})"
+        record = self._record(glance_id) or {}
+        min_disk, min_ram = int(record.get("min_disk") or 0), int(record.get("min_ram") or 0)
+        if found.disk and found.disk < min_disk:
+            return (f"its {found.disk} GiB disk is smaller than the image's {min_disk} GiB (glance's min_disk): "
+                    f"choose a larger flavor (e.g. {api.FLAVORS[-1].name}, {api.FLAVORS[-1].disk} GiB)")
+        if found.ram < min_ram:
+            return f"its {found.ram} MiB of memory is less than the image's {min_ram} MiB (glance's min_ram)"
+        return ""
+
     # --- servers ---------------------------------------------------------------
 
     def boot(self, name: str, image: GlanceImage, flavor: str, user_data: str, metadata: dict[str, str],

@@ -28,7 +28,7 @@ from workbench.core import files, progress, run
 from workbench.core.errors import CloudError, CommandFailed
 
 # Bump when what a published disk holds changes: disks are made again.
-RECIPE = 1
+RECIPE = 2
 HELPER = "/usr/lib/workbench-cloud/deploy-settings"
 SETTINGS_UNIT = "/etc/systemd/system/workbench-settings.service"
 IMAGE_DROP_IN = "/etc/systemd/system/workbench-image.service.d/50-deploy-settings.conf"
@@ -138,6 +138,10 @@ After=workbench-settings.service
 
 [Service]
 EnvironmentFile=-/run/workbench/settings
+# The console says when the role's command starts, as the lxc image's init does (a release
+# of a role without a health check waits for it), and shows what the command prints.
+ExecStartPre=/bin/echo "workbench-init: running the image's command"
+StandardOutput=journal+console
 """
 
 

@@ -584,12 +584,6 @@ def _cross_checks(config: Config) -> list[str]:
                     ipaddress.IPv4Address(env.lab_address)
                 except ValueError:
                     problems.append(f"[environments.{env.name}] lab_address = {env.lab_address!r}: not an IPv4 address")
-            if config.cloud.virt_type != "lxc":
-                problems.append(
-                    f"[environments.{env.name}] target = \"openstack\" needs [cloud] virt_type = \"lxc\" (it is "
-                    f"{config.cloud.virt_type!r}): releases on the cloud boot root-filesystem images; the qcow2 "
-                    "disks kvm and qemu boot can be published (`fab image.publish`), not yet released"
-                )
         if env.retention < 1:
             problems.append(f"[environments.{env.name}] retention = {env.retention}: keep at least 1 release")
         if env.standby < 0:

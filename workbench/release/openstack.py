@@ -126,6 +126,9 @@ class OpenStackTarget:
             if not hosts:
                 raise DeployFailed("no hypervisor of the cloud can take a server (nova-compute and its network "
                                    "agent up): power one on (`fab cloud.up --vms 1`) and see `fab cloud.status`")
+            problem = self.fleet.flavor_problem(env.flavor, plan.boot.id)
+            if problem:
+                raise DeployFailed(f"{self.config.path} [environments.{env.name}] flavor = {env.flavor!r}: {problem}")
             groups = ["default"]
             if role.ports:
                 groups.append(self.fleet.security_group(self._security_group_name(env, role.name), role.ports))
