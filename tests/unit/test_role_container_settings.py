@@ -45,6 +45,20 @@ def test_the_controller_asks_for_its_capabilities_and_throwaway_settings() -> No
     assert f"time.monotonic() + {float(role.start_timeout)!r}" in verify.ready_probe(role)
 
 
+def test_a_vm_gets_the_verification_environment_and_emulation_time(tmp_path: Path) -> None:
+    """A qcow2 candidate's image command gets the same environment as a candidate container, from a
+    drop-in systemd reads (quoted as it parses it); under software emulation the wait is longer."""
+    role = load({"app": {"verify_environment": ["A=1", "B=two words"]}}).roles["app"]
+    text = verify.verify_drop_in(role)
+    assert text.endswith("[Service]\nEnvironment=A=1\nEnvironment='B=two words'\n")
+    assert verify.ready_timeout(role, emulated=True) == verify.READY_TIMEOUT * verify.EMULATION_SLOWDOWN
+    if Path("/usr/bin/systemd-analyze").exists():
+        unit = tmp_path / "wbtest-verify.service"
+        unit.write_text("[Service]\nExecStart=/bin/true\n" + text.split("[Service]\n", 1)[1])
+        shown = __import__("subprocess").run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        assert "ignoring" not in shown.stderr, shown.stderr
+
+
 @pytest.mark.parametrize(
     ("roles", "expected"),
     [

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 READY_TIMEOUT = 90.0
+# A VM under software emulation starts its services this many times slower than a container
+# (the base role's packages: 250 s under TCG against 25 s natively, here).
+EMULATION_SLOWDOWN = 10
+# Where a VM's image command gets the role's verification environment: a runtime drop-in,
+# gone at the next boot (and the disk is opened as a snapshot: the candidate stays as made).
+VERIFY_DROP_IN = "/run/systemd/system/workbench-image.service.d/50-verify-environment.conf"
 # ready_probe's exit code when the time is up (sys.exit with what is still missing).
 PROBE_TIMED_OUT = 1
 
@@ -117,7 +123,9 @@ def verify_vm(
     """Run the role's tests against a fresh boot of the qcow2 `disk`, over SSH; VerifyFailed if any fails."""
     start = time.monotonic()
     with vm.booted(config, disk, key, work, scope=scope) as machine:
-        _wait_ready_vm(machine, role, scope)
+        if role.verify_environment:
+            _set_environment_vm(machine, role, scope)
+        _wait_ready_vm(machine, role, scope, emulated=config.builder.accelerator == "tcg")
         hosts = [f"--hosts={channel.SSH_SCHEME}://{vm.HOST_ALIAS}", f"--ssh-config={machine.ssh_config}"]
         argv = pytest_argv(config, role, hosts)
 
@@ -128,9 +136,11 @@ def verify_vm(
     return VerifyResult(summary=parse_summary(output) or "passed", seconds=time.monotonic() - start)
 
 
-def ready_timeout(role: Role) -> float:
-    """How long the readiness probe waits: the role's `start_timeout`, else READY_TIMEOUT."""
-    return float(role.start_timeout) if role.start_timeout else READY_TIMEOUT
+def ready_timeout(role: Role, emulated: bool = False) -> float:
+    """How long the readiness probe waits: the role's `start_timeout`, else READY_TIMEOUT;
+    EMULATION_SLOWDOWN times that in a VM under software emulation."""
+    timeout = float(role.start_timeout) if role.start_timeout else READY_TIMEOUT
+    return timeout * EMULATION_SLOWDOWN if emulated else timeout
 
 
 def container_options(role: Role) -> dict[str, object]:
@@ -193,19 +203,39 @@ while True:
 """
 
 
-def _wait_ready_vm(machine: vm.Booted, role: Role, scope: str) -> None:
+def verify_drop_in(role: Role) -> str:
+    """The unit drop-in giving the image's command the role's verification environment."""
+    lines = "".join(f"Environment={shlex.quote(item)}\n" for item in role.verify_environment)
+    return f"# Written by the bake's verification (workbench/build/verify.py).\n[Service]\n{lines}"
+
+
+def _set_environment_vm(machine: vm.Booted, role: Role, scope: str) -> None:
+    """The image's command started again with the role's verification environment, as a candidate
+    container is started with it (`verify_environment`). Its first start at boot had none."""
+    progress.detail(f"[{scope}] restarting the image's command with {', '.join(role.verify_environment)}")
+    script = (f"mkdir -p {shlex.quote(str(Path(VERIFY_DROP_IN).parent))} && cat > {shlex.quote(VERIFY_DROP_IN)} && "
+              "systemctl daemon-reload && systemctl reset-failed workbench-image.service; "
+              "systemctl restart workbench-image.service")
+    result = run.capture(machine.ssh_argv(script), input=verify_drop_in(role), check=False, timeout=300)
+    if result.returncode != 0:
+        raise VerifyFailed(f"{role.name}: could not give the VM's image command its verification environment "
+                           f"(ssh exit code {result.returncode}): {result.stderr.strip()[-500:]}")
+
+
+def _wait_ready_vm(machine: vm.Booted, role: Role, scope: str, emulated: bool) -> None:
     """As `_wait_ready`, over SSH: one call that returns when the VM's services are up."""
     if not role.ports:
         return
-    probe = machine.ssh_argv("python3", "-c", shlex.quote(ready_probe(role)))
+    timeout = ready_timeout(role, emulated)
+    probe = machine.ssh_argv("python3", "-c", shlex.quote(ready_probe(role, timeout)))
     try:
-        result = run.capture(probe, check=False, timeout=ready_timeout(role) + 30)
+        result = run.capture(probe, check=False, timeout=timeout + 30)
     except CommandFailed:
         progress.detail(f"[{scope}] the readiness probe hung; running the tests")
         return
     if result.returncode != 0:
         said = result.stderr.strip() or f"exit code {result.returncode}"
-        progress.detail(f"[{scope}] not ready after {ready_timeout(role):.0f}s ({said}); running the tests")
+        progress.detail(f"[{scope}] not ready after {timeout:.0f}s ({said}); running the tests")
 
 
 def _wait_ready(container: object, role: Role, scope: str) -> None:
