@@ -294,3 +294,9 @@ def test_a_servers_ipv4_addresses_and_fault_are_read_as_nova_lists_them() -> Non
     assert (server.addresses, server.fault, server.metadata) == (("10.77.0.205",), "No valid host",
                                                                  {"workbench_replica": "1"})
     assert servers._server(SimpleNamespace(id="j", fault=None)).addresses == ()
+
+
+def test_servers_emulated_by_qemu_get_longer_to_become_healthy(tmp_path: Path) -> None:
+    assert openstack.health_timeout(lab_config(tmp_path)) == openstack.HEALTH_TIMEOUT
+    config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {}})
+    assert openstack.health_timeout(config) == openstack.HEALTH_TIMEOUT * openstack.EMULATED_SLOWDOWN

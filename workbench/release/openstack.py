@@ -51,10 +51,18 @@ from workbench.release.target import (
 
 ACTIVE_TIMEOUT = 600.0
 HEALTH_TIMEOUT = 240.0
+# Under virt_type qemu a server is a whole machine emulated in software (and, on one machine, inside
+# an emulated hypervisor): its boot takes this many times longer to reach the role's command.
+EMULATED_SLOWDOWN = 5
 # The frontend container's interface on the lab LAN.
 FRONTEND_INTERFACE = "lab0"
 # What the published image's init says on the console once the role's own command runs.
 RUNNING_MARKER = "workbench-init: running"
+
+
+def health_timeout(config: Config) -> float:
+    """How long a new server gets to pass its health check."""
+    return HEALTH_TIMEOUT * (EMULATED_SLOWDOWN if config.cloud.virt_type == "qemu" else 1)
 
 
 class OpenStackTarget:
@@ -162,7 +170,8 @@ class OpenStackTarget:
             raise DeployFailed(f"{instance.name} disappeared while starting")
         server = found[0]
         url = f"http://{instance.address}{plan.role.health}" if plan.role.health and instance.address else ""
-        deadline = time.monotonic() + HEALTH_TIMEOUT
+        timeout = health_timeout(self.config)
+        deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
             try:
@@ -182,7 +191,7 @@ class OpenStackTarget:
             time.sleep(1.0)
         what = f"its health check GET {plan.role.health} on {instance.address} from the lab LAN" if url \
             else f"'{RUNNING_MARKER}' on its console"
-        raise DeployFailed(f"{instance.name} did not pass {what} within {HEALTH_TIMEOUT:.0f}s (last: {last}); its "
+        raise DeployFailed(f"{instance.name} did not pass {what} within {timeout:.0f}s (last: {last}); its "
                            f"console ends:\n{self.fleet.console_tail(server.id)}")
 
     def switch(self, environment: Environment, role: Role, instances: Sequence[Instance]) -> None:
