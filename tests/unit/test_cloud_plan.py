@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,23 @@ def test_a_hypervisor_takes_servers_once_its_agent_is_alive_too() -> None:
         api.ServiceState("DHCP agent", "hv2.lab.wpdn", True),
     )
     assert api.Services(compute, agents, ()).hypervisors() == {"hv1.lab.wpdn"}
+
+
+def test_a_hypervisor_powered_on_again_counts_by_its_new_reports() -> None:
+    """Its previous boot's reports look up for nova's service_down_time: a server asked for then finds no host."""
+    powered_on = datetime(2026, 12, 6, 8, 12, 0, tzinfo=UTC)
+
+    def services(compute_at: str, agent_at: str) -> api.Services:
+        return api.Services((api.ServiceState("nova-compute", "hv1.lab.wpdn", True, api.reported_at(compute_at)),),
+                            (api.ServiceState(api.HYPERVISOR_AGENT, "hv1.lab.wpdn", True, api.reported_at(agent_at)),),
+                            ())
+
+    since = {"hv1.lab.wpdn": powered_on}
+    stale = services("2026-12-06T08:11:40.000000", "2026-12-06 08:11:45")
+    assert stale.hypervisors() == {"hv1.lab.wpdn"}
+    assert stale.hypervisors(reported_since=since) == set()
+    # nova-compute reported since, its agent not yet.
+    assert services("2026-12-06T08:14:05.000000", "2026-12-06 08:11:45").hypervisors(reported_since=since) == set()
+    assert services("2026-12-06T08:14:05.000000", "2026-12-06 08:14:09").hypervisors(reported_since=since) == {
+        "hv1.lab.wpdn"}
+    assert api.reported_at(None) is None and api.reported_at("never") is None

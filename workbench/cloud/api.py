@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -257,6 +258,7 @@ class ServiceState:
     name: str
     host: str
     up: bool
+    reported: datetime | None = None  # its last report, UTC: nova's updated_at, neutron's last heartbeat
 
 
 @dataclass(frozen=True)
@@ -278,18 +280,41 @@ class Services:
     agents: tuple[ServiceState, ...]
     capacity: tuple[Capacity, ...]
 
-    def hypervisors(self) -> set[str]:
+    def hypervisors(self, reported_since: Mapping[str, datetime] | None = None) -> set[str]:
         """Hosts that can take a server: nova-compute up and their network agent alive. nova-compute
         alone is not enough: a port bound while the host's agent has not yet reported fails its
-        binding, and nova, with no other host to retry on, puts the server in ERROR."""
-        agents = {s.host for s in self.agents if s.name == HYPERVISOR_AGENT and s.up}
-        return {s.host for s in self.compute if s.name == "nova-compute" and s.up and s.host in agents}
+        binding, and nova, with no other host to retry on, puts the server in ERROR.
+
+        A host in `reported_since` counts only once both have reported after that time: one powered
+        on again looks up from its previous boot's last reports until nova's service_down_time (60 s)
+        has passed, and a server asked for then finds no valid host."""
+        since = reported_since or {}
+
+        def fresh(state: ServiceState) -> bool:
+            after = since.get(state.host)
+            return state.up and (after is None or (state.reported is not None and state.reported > after))
+
+        agents = {s.host for s in self.agents if s.name == HYPERVISOR_AGENT and fresh(s)}
+        return {s.host for s in self.compute if s.name == "nova-compute" and fresh(s) and s.host in agents}
 
 
 def services(conn: Connection) -> Services:
-    compute = tuple(ServiceState(s.binary, s.host, s.state == "up") for s in conn.compute.services())
-    agents = tuple(ServiceState(a.agent_type, a.host, bool(a.is_alive)) for a in conn.network.agents())
+    compute = tuple(ServiceState(s.binary, s.host, s.state == "up", reported_at(s.updated_at))
+                    for s in conn.compute.services())
+    agents = tuple(ServiceState(a.agent_type, a.host, bool(a.is_alive), reported_at(a.last_heartbeat_at))
+                   for a in conn.network.agents())
     return Services(compute, agents, tuple(_capacity(conn)))
+
+
+def reported_at(value: object) -> datetime | None:
+    """nova's and neutron's report times ("2026-12-06T08:14:05.000000", "2026-12-06 08:14:05"), in UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _capacity(conn: Connection) -> list[Capacity]:

@@ -182,11 +182,13 @@ def up(config: Config, inventory: str = "", vms: int = 0) -> UpResult:
             mark = time.monotonic()
 
             mapped: set[str] = set()
+            # A VM powered on now counts by its reports after that: its previous boot's look up for a minute.
+            since = {vm.name: vm.powered_on for vm in booted if vm.powered_on is not None}
 
             def seen() -> set[str]:
                 # Registered: its compute service up and its host mapped into the cell (schedulable).
                 nonlocal mapped
-                up = api.services(conn).hypervisors()
+                up = api.services(conn).hypervisors(reported_since=since)
                 if up - mapped:
                     mapped = controller.map_hosts(config)
                 return up & mapped

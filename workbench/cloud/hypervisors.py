@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from workbench.cloud.lab import CloudPlan
@@ -41,6 +42,7 @@ class BootedVM:
     pid: int
     console: Path
     started: bool
+    powered_on: datetime | None = None  # UTC, when this command powered it on
 
 
 def hypervisors(plan: CloudPlan) -> tuple[Node, ...]:
@@ -113,7 +115,7 @@ def boot(config: Config, plan: CloudPlan, nodes: tuple[Node, ...], powered_on: l
         if powered_on is not None:
             powered_on.append(directory.name)
         progress.step("cloud", f"powered on {hv.name} (MAC {hv.mac}, {vm.memory_mb} MiB, qemu TCG; console {console})")
-        booted.append(BootedVM(hv.name, hv.mac, daemon.pid, console, True))
+        booted.append(BootedVM(hv.name, hv.mac, daemon.pid, console, True, datetime.now(UTC)))
     return booted
 
 
