@@ -63,7 +63,9 @@ def test_throwaway_settings_stay_under_run(host: Any) -> None:
     made = host.file("/run/workbench/cloud/controller.json")
     assert made.mode == 0o600 and made.user == "root"
     values = settings(host)
-    address = host.check_output("ip -4 -o addr show dev eth0").split()[3].split("/")[0]
+    # The default route's interface: a container's eth0, a VM's ens3.
+    device = host.check_output("ip -4 -o route show default").split(" dev ")[1].split()[0]
+    address = host.check_output(f"ip -4 -o addr show dev {device}").split()[3].split("/")[0]
     assert values["internal_address"] == values["public_address"] == address
     assert len(set(values["passwords"].values())) == len(values["passwords"]), "each password its own"
 
