@@ -84,7 +84,8 @@ def booted(
     control = Path(tempfile.gettempdir()) / f"wb-ssh-{port}-{os.getpid()}"
     ssh_config.write_text(ssh_config_text(port, key, control))
     start = time.monotonic()
-    progress.step(scope, f"booting {disk.name} (qemu {config.builder.accelerator}, ssh on 127.0.0.1:{port})")
+    # A detail of the caller's step (verify): a step of its own would take the step's time from it.
+    progress.detail(f"[{scope}] booting {disk.name} (qemu {config.builder.accelerator}, ssh on 127.0.0.1:{port})")
     daemon = run.spawn(qemu_argv(config, disk, port, console, drives), log=work / "qemu.log")
     try:
         booted_vm = Booted(port, ssh_config, console, 0.0)

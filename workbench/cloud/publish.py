@@ -203,7 +203,9 @@ def _publish(config: Config, role_name: str, version: int | None, inventory: str
         disk = _disk_of_image(config, role, image_id) if image_id else _accepted_disk(config, role, version)
         source = _Source(role.name, int(disk["version"]), str(disk["id"]), dict(disk["labels"]), "qcow2",
                          f"vm{vmimage.RECIPE}")
-    name = glance_name(config, role.name, source.version)
+    # A qcow2 keeps its own tag (`app:3.qcow2`): its versions are not its container image's.
+    name = glance_name(config, role.name, source.version) if disk is None else disks.tag(config, role.name,
+                                                                                          source.version)
     keys = cloud_secrets.load(config)
     if keys is None or controller.state(config) is None:
         raise CloudError("no cloud is up: run `fab cloud.up` first, then publish")
