@@ -143,7 +143,12 @@ class Environment:
         "target = \"openstack\": the frontend container's address on the lab LAN, from which it reaches the "
         "servers (inside the inventory's subnet, outside its `dhcp_range` and `[cloud] provider_pool`).",
     )
-    flavor: str = setting("lab.small", "target = \"openstack\": the nova flavor of the environment's servers.")
+    flavor: str = setting(
+        "lab.small",
+        "target = \"openstack\": the nova flavor of the environment's servers (on a kvm/qemu cloud one whose disk "
+        "holds the role's qcow2, e.g. `lab.medium`; a flavor too small for the image is refused before any server "
+        "starts).",
+    )
     replicas: int = setting(1, "Instances of each release, all behind the frontend.")
     backup_every: str = setting(
         "",
