@@ -101,6 +101,15 @@ def test_configuration_rendered_from_the_settings(host: Any) -> None:
     assert openrc.mode == 0o600 and openrc.user == "root"
 
 
+def test_neutron_tells_nova_of_ports_at_its_internal_endpoint(host: Any) -> None:
+    # A kvm/qemu server starts paused until nova hears network-vif-plugged from neutron; the public
+    # endpoint is the host's published port, which nothing inside the controller listens on.
+    assert host.file("/etc/neutron/neutron.conf").contains("^endpoint_type = internal$")
+    url = next(e["URL"] for e in openstack(host, "endpoint list --service compute --interface internal"))
+    answer = host.run(f"python3 -c 'import urllib.request as u; print(u.urlopen(\"{url}\").status)'")
+    assert answer.stdout.strip() == "200", answer.stderr
+
+
 def test_two_workers_per_api(host: Any) -> None:
     # uWSGI's master and its two workers.
     for user in ("keystone", "placement"):
