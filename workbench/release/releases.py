@@ -272,7 +272,7 @@ def _carry_out(config: Config, led: Ledger, target: Target, draft: Release) -> R
         intent = led.advance(intent, "started", instances=[i.name for i in started])
         _pause("started")
         where = ", ".join(i.address or i.name for i in started)
-        progress.step(scope, f"waiting for {role.health or 'the container'} on {where}")
+        progress.step(scope, f"waiting for {role.health or 'its command to run'} on {where}")
         target.wait_healthy(plan, started)
         dbpool.after_healthy(config, target, plan, started)  # accounts, replicas following the primary
         progress.step(scope, f"switching the {env.name} frontend to {where}" if serves_frontend(env, role)
