@@ -52,8 +52,10 @@ def test_packages_without_recommends(host: Any) -> None:
                  "rabbitmq-server", "mariadb-server", "memcached", "python3-openstackclient",
                  "python3-osc-placement"):
         assert host.package(name).is_installed, name
-    # What recommends would have pulled in.
-    for name in ("systemd", "gcc", "exim4-base"):
+    # What recommends would have pulled in. A VM's disk boots systemd (the vanilla disk has it); a
+    # container must not get it through a recommends.
+    in_vm = host.file("/proc/1/comm").content_string.strip() == "systemd"
+    for name in ("gcc", "exim4-base") + (() if in_vm else ("systemd",)):
         assert not host.package(name).is_installed, name
 
 
