@@ -95,9 +95,14 @@ def definition(config: Config, role: Role) -> str:
     """The role's definition whatever the builder: a container image and a qcow2 disk of the
     same role files, states, command and base settings share it (their inputs hashes differ).
     A release on a kvm/qemu cloud boots the qcow2 of its container image's definition."""
-    inputs = role_inputs(config, role, hash_inputs(base.base_inputs(config)))
-    del inputs["builder"]
-    return hash_inputs(inputs)
+    return _definition(config, role_inputs(config, role, ""))
+
+
+def _definition(config: Config, inputs: dict[str, Any]) -> str:
+    """`definition` from a bake's own inputs: the builder dropped, the base named by its settings."""
+    kept = {key: value for key, value in inputs.items() if key != "builder"}
+    kept["base"] = hash_inputs(base.base_inputs(config))
+    return hash_inputs(kept)
 
 
 # --- entry point -----------------------------------------------------------------------
@@ -223,7 +228,7 @@ class _Job:
         inputs = role_inputs(config, role, self.base_ref)
         digest = hash_inputs(inputs)
         states = salt.state_list(config, role)
-        labels = _candidate_labels(config, role, digest, self.base_ref, bake_id)
+        labels = _candidate_labels(config, role, digest, _definition(config, inputs), self.base_ref, bake_id)
         request = BuildRequest(
             config=config,
             role=role,
@@ -320,13 +325,15 @@ class _Job:
         )
 
 
-def _candidate_labels(config: Config, role: Role, digest: str, base_id: str, bake_id: str) -> dict[str, str]:
+def _candidate_labels(
+    config: Config, role: Role, digest: str, definition: str, base_id: str, bake_id: str
+) -> dict[str, str]:
     commit, dirty = _git_state(config.root)
     return {
         engine.PREFIX_LABEL: config.prefix,
         engine.ROLE_LABEL: role.name,
         engine.INPUTS_LABEL: digest,
-        images.DEFINITION_LABEL: definition(config, role),
+        images.DEFINITION_LABEL: definition,
         "workbench.base": base_id,
         "workbench.git.commit": commit,
         "workbench.git.dirty": "true" if dirty else "false",

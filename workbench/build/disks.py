@@ -52,7 +52,12 @@ def records(config: Config, role: str | None = None) -> list[dict[str, Any]]:
 
 
 def find(config: Config, role: str, inputs: str) -> dict[str, Any] | None:
-    return next((r for r in records(config, role) if r["labels"].get(engine.INPUTS_LABEL) == inputs), None)
+    return newest_labelled(config, role, engine.INPUTS_LABEL, inputs)
+
+
+def newest_labelled(config: Config, role: str, label: str, value: str) -> dict[str, Any] | None:
+    """The newest accepted disk of `role` whose `label` is `value`."""
+    return next((r for r in records(config, role) if r["labels"].get(label) == value), None)
 
 
 def versions(config: Config, role: str) -> list[int]:

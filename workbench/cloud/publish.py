@@ -258,23 +258,17 @@ def _disk_of_image(config: Config, role: Role, image_id: str) -> dict[str, Any]:
     if not wanted:
         raise ConfigError(f"{tag} was baked before images recorded their role definition, so no qcow2 can be "
                           f"matched to it: bake the role again (`fab image.bake {role.name} --force`) and promote that")
-    found = _disk_defined(config, role.name, wanted)
+    found = disks.newest_labelled(config, role.name, images.DEFINITION_LABEL, wanted)
     if found is None and wanted == bake.definition(config, role):
         progress.step(SCOPE, f"{tag}: no qcow2 of its role definition yet: baking one with the qemu builder")
         bake.bake(config, [role.name], builder_type="qemu")
-        found = _disk_defined(config, role.name, wanted)
+        found = disks.newest_labelled(config, role.name, images.DEFINITION_LABEL, wanted)
     if found is None:
         commit = (image.labels or {}).get("workbench.git.commit", "unknown")
         raise ConfigError(f"{tag}: a {config.cloud.virt_type} cloud boots the role's qcow2, and there is none of "
                           f"{tag}'s role definition while the checkout's {role.name} differs from it: check out "
                           f"{commit} and `fab image.bake {role.name} --builder qemu`, or promote a newer image")
     return found
-
-
-def _disk_defined(config: Config, role: str, definition: str) -> dict[str, Any] | None:
-    """The newest accepted qcow2 of `role` with that definition."""
-    matching = [r for r in disks.records(config, role) if r["labels"].get(images.DEFINITION_LABEL) == definition]
-    return max(matching, key=lambda r: int(r["version"]), default=None)
 
 
 def _accepted_disk(config: Config, role: Role, version: int | None) -> dict[str, Any]:
