@@ -70,6 +70,7 @@ def test_settings_are_frozen() -> None:
         ({"roles": {"app": {"formulas": ["nowhere"]}}}, "formulas: 'nowhere' is not a directory"),
         ({"roles": {"app": {"aliases": ["db"]}, "db": {}}}, "'db' already names role"),
         ({"environments": {"staging": {"retention": 0}}}, "retention = 0: keep at least 1 release"),
+        ({"environments": {"staging": {"health_timeout": -5}}}, "health_timeout = -5: give 1 to 86400 seconds"),
         ({"environments": {"staging": {"variables": {"1X": "a"}}}}, "'1X' is not an environment variable name"),
         ({"environments": {"staging": {"variables": {"X": 1}}}}, "value of 'X': expected a string"),
         ({"workbench": {"default_role": "nope"}, "roles": {"app": {}}}, "default_role = 'nope': no such role"),

@@ -150,6 +150,11 @@ class Environment:
         "starts).",
     )
     replicas: int = setting(1, "Instances of each release, all behind the frontend.")
+    health_timeout: int = setting(
+        0,
+        "Seconds a new instance gets to pass the role's health check before the promote or rollback fails and "
+        "removes it (0: the target's default: 90 on docker, 240 on the cloud, 1200 under `virt_type = \"qemu\"`).",
+    )
     backup_every: str = setting(
         "",
         "How often `fab watch` backs up the databases serving here (roles with `dbms`): `6h`, `30m`, `1d`, or "
@@ -596,6 +601,9 @@ def _cross_checks(config: Config) -> list[str]:
         if env.backup_every and parse_duration(env.backup_every) is None:
             problems.append(f"[environments.{env.name}] backup_every = {env.backup_every!r}: give seconds (\"3600\") "
                             "or a number with s, m, h or d (\"6h\"), at least 60 seconds")
+        if not 0 <= env.health_timeout <= 86400:
+            problems.append(f"[environments.{env.name}] health_timeout = {env.health_timeout}: give 1 to 86400 "
+                            "seconds (0: the target's default)")
         if env.backup_keep < 1:
             problems.append(f"[environments.{env.name}] backup_keep = {env.backup_keep}: keep at least 1 backup")
         if not 1 <= env.replicas <= 16:

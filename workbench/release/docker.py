@@ -180,7 +180,8 @@ class DockerTarget:
     def _wait_healthy(self, plan: Plan, instance: Instance) -> None:
         """Until the role's health check answers 200 (or, without one, it keeps running)."""
         container = self._container(instance.name)
-        deadline = time.monotonic() + HEALTH_TIMEOUT
+        timeout = plan.environment.health_timeout or HEALTH_TIMEOUT
+        deadline = time.monotonic() + timeout
         settle = time.monotonic() + 2.0
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -205,7 +206,8 @@ class DockerTarget:
             time.sleep(0.1)
         raise DeployFailed(
             f"{instance.name} did not pass its health check GET {plan.role.health} on {instance.address} "
-            f"within {HEALTH_TIMEOUT:.0f}s (last: {last})"
+            f"within {timeout:.0f}s (last: {last}; `[environments.{plan.environment.name}] health_timeout` "
+            "gives it longer)"
         )
 
     def switch(self, environment: Environment, role: Role, instances: Sequence[Instance]) -> None:

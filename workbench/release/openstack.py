@@ -60,8 +60,10 @@ FRONTEND_INTERFACE = "lab0"
 RUNNING_MARKER = "workbench-init: running"
 
 
-def health_timeout(config: Config) -> float:
-    """How long a new server gets to pass its health check."""
+def health_timeout(config: Config, environment: Environment) -> float:
+    """How long a new server gets to pass its health check: the environment's say, else by virt_type."""
+    if environment.health_timeout:
+        return float(environment.health_timeout)
     return HEALTH_TIMEOUT * (EMULATED_SLOWDOWN if config.cloud.virt_type == "qemu" else 1)
 
 
@@ -170,7 +172,7 @@ class OpenStackTarget:
             raise DeployFailed(f"{instance.name} disappeared while starting")
         server = found[0]
         url = f"http://{instance.address}{plan.role.health}" if plan.role.health and instance.address else ""
-        timeout = health_timeout(self.config)
+        timeout = health_timeout(self.config, plan.environment)
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -191,7 +193,8 @@ class OpenStackTarget:
             time.sleep(1.0)
         what = f"its health check GET {plan.role.health} on {instance.address} from the lab LAN" if url \
             else f"'{RUNNING_MARKER}' on its console"
-        raise DeployFailed(f"{instance.name} did not pass {what} within {timeout:.0f}s (last: {last}); its "
+        raise DeployFailed(f"{instance.name} did not pass {what} within {timeout:.0f}s (last: {last}; "
+                           f"`[environments.{plan.environment.name}] health_timeout` gives it longer); its "
                            f"console ends:\n{self.fleet.console_tail(server.id)}")
 
     def switch(self, environment: Environment, role: Role, instances: Sequence[Instance]) -> None:
