@@ -60,6 +60,18 @@ def monit_summary(host: Any) -> dict[str, tuple[str, str]]:
 
 
 @pytest.fixture
+def own_address(host: Any) -> str:
+    """The host's first IPv4 address off loopback: what a load balancer or another host reaches.
+
+    Not `hostname -i`: that resolves the host's name, which in a VM booted from a role's qcow2
+    is `localhost` (::1).
+    """
+    addresses = [a for a in host.check_output("hostname -I").split() if "." in a]
+    assert addresses, "no IPv4 address off loopback (hostname -I)"
+    return str(addresses[0])
+
+
+@pytest.fixture
 def wait() -> Callable[..., Any]:
     """`wait(check, what)`: poll a check until it holds (see wait_until)."""
     return wait_until

@@ -44,10 +44,9 @@ def test_stores_and_returns_a_value(host: Any, wait: Any) -> None:
     assert reply == ["STORED", "VALUE workbench 0 5", "hello", "END"]
 
 
-def test_answers_on_the_container_address(host: Any) -> None:
+def test_answers_on_the_container_address(host: Any, own_address: str) -> None:
     # What another container sees, not only loopback.
-    address = host.check_output("hostname -i").split()[0]
-    assert memcached(host, address, "version")[0].startswith("VERSION ")
+    assert memcached(host, own_address, "version")[0].startswith("VERSION ")
 
 
 def test_monit_supervises_memcached(monit_ready: dict[str, tuple[str, str]]) -> None:

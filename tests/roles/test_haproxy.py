@@ -41,10 +41,9 @@ def test_service_state_recorded(host: Any) -> None:
     assert record["haproxy"] == {"running": True, "enabled": True, "masked": False}
 
 
-def test_health_answers_on_port_80(host: Any, wait: Any) -> None:
+def test_health_answers_on_port_80(host: Any, wait: Any, own_address: str) -> None:
     wait(lambda: http_get(host, "http://127.0.0.1/health")[0] == 200, "GET /health answers 200")
-    address = host.check_output("hostname -i").split()[0]
-    assert http_get(host, f"http://{address}/health")[0] == 200
+    assert http_get(host, f"http://{own_address}/health")[0] == 200
 
 
 def test_no_backend_up_is_503(host: Any) -> None:
