@@ -27,6 +27,9 @@ from workbench.core import config as wb_config
 from workbench.core import progress, runlog
 from workbench.core.errors import WorkbenchError
 
+# The exit status of a task interrupted by Ctrl-C (or SIGTERM): 128 + SIGINT, as shells report it.
+INTERRUPTED = 130
+
 
 def _config() -> wb_config.Config:
     """`$WORKBENCH_CONFIG`, or the nearest workbench.toml from the current directory up."""
@@ -56,7 +59,12 @@ def wb(*args: Any, logged: bool = False, **kwargs: Any) -> Callable[..., Any]:
             except WorkbenchError as exc:
                 _report(exc, exc.exit_code, as_json, log)
                 raise Exit(f"error: {exc}{_log_hint(log)}", code=exc.exit_code) from None
-            except (BrokenPipeError, KeyboardInterrupt, Exit):
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM, once the task has undone what it started: a script reading
+                # `--json` still gets its JSON, and the shell its 128 + SIGINT.
+                _report(KeyboardInterrupt("interrupted"), INTERRUPTED, as_json, log)
+                raise Exit(f"interrupted{_log_hint(log)}", code=INTERRUPTED) from None
+            except (BrokenPipeError, Exit):
                 raise
             except Exception as exc:
                 # A bug of ours: still JSON for a script, and the traceback for us.
@@ -99,7 +107,7 @@ def _drawn(c: Any, run_name: str | None) -> Iterator[runlog.RunLog | None]:
             log.write("error", str(exc))
         raise
     except KeyboardInterrupt:
-        code = 130
+        code = INTERRUPTED
         raise
     finally:
         if log is not None:
