@@ -27,7 +27,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from workbench.core import run
+from workbench.core import files, run
 from workbench.core.errors import NetbootError
 
 READY = "httpserve: serving"
@@ -118,7 +118,8 @@ class _Handler(SimpleHTTPRequestHandler):
                 report["received"] = now
             report["client"] = self.client_address[0]
             self.reports.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report, sort_keys=True))
+            # Whole, or `netboot.test` polling the folder may read an empty file.
+            files.write_whole(path, json.dumps(report, sort_keys=True))
         self.send_response(204)
         self.end_headers()
         self._record(start, 204, length)
