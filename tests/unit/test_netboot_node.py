@@ -21,6 +21,7 @@ from workbench.netboot import (
     artifacts,
     boot,
     dnsmasq,
+    httpserve,
     image_files,
     inventory,
     labtest,
@@ -345,3 +346,14 @@ def test_proxy_boot_is_checked_against_the_routers_loan(netboot_inv: inventory.I
     ours = labtest.LabResult(**fields, address="10.77.0.11", router=lent, **rest)  # type: ignore[arg-type]
     with pytest.raises(NetbootError, match=r"outside the router's pool 10.77.0.204-10.77.0.253"):
         labtest._check(ours, hv1, stand_in, [])
+
+
+def test_the_request_log_reader_leaves_a_line_being_written_for_next_time(tmp_path: Path) -> None:
+    """The server appends while `netboot.test` polls the log: a line without its newline is not
+    yet whole, and reading it must neither fail nor return half a request."""
+    log = tmp_path / "requests.jsonl"
+    log.write_text('{"path": "/boot.ipxe", "status": 200}\n{"path": "/live/vmli')
+    assert httpserve.read_log(log) == [{"path": "/boot.ipxe", "status": 200}]
+    with log.open("a") as out:
+        out.write('nuz", "status": 200}\n')
+    assert [e["path"] for e in httpserve.read_log(log)] == ["/boot.ipxe", "/live/vmlinuz"]
