@@ -250,6 +250,7 @@ def test_failed_health_check_is_never_switched_to(env: Env, monkeypatch: pytest.
     failed = env.history()[-1]
     assert (failed.status, failed.version) == ("failed", 3)
     assert "health check" in failed.detail
+    assert "`[environments.staging] health_timeout` gives it longer" in failed.detail
     assert env.history()[:-1] == before
     assert env.serving(env.staging) == "app-3"
     assert env.containers("staging") == [f"{env.config.prefix}-staging-app-3"]

@@ -18,7 +18,7 @@ from workbench.core.errors import ConfigError, DeployFailed
 from workbench.netboot import dnsmasq, node
 from workbench.release import ledger, openstack
 from workbench.release import releases as release
-from workbench.release.target import BootImage, Plan
+from workbench.release.target import BootImage, Plan, health_timeout
 
 pytestmark = pytest.mark.unit
 
@@ -298,13 +298,14 @@ def test_a_servers_ipv4_addresses_and_fault_are_read_as_nova_lists_them() -> Non
 
 def test_servers_emulated_by_qemu_get_longer_to_become_healthy(tmp_path: Path) -> None:
     config = lab_config(tmp_path)
-    assert openstack.health_timeout(config, config.environments["lab"]) == openstack.HEALTH_TIMEOUT
+    assert openstack.default_health_timeout(config) == openstack.HEALTH_TIMEOUT
     config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {}}, environments={"lab": {}})
-    assert openstack.health_timeout(config, config.environments["lab"]) == \
+    assert openstack.default_health_timeout(config) == openstack.HEALTH_TIMEOUT * openstack.EMULATED_SLOWDOWN
+    assert health_timeout(config.environments["lab"], openstack.default_health_timeout(config)) == \
         openstack.HEALTH_TIMEOUT * openstack.EMULATED_SLOWDOWN
 
 
 def test_an_environment_health_timeout_overrides_the_targets_wait(tmp_path: Path) -> None:
     config = small_config(tmp_path, cloud={"virt_type": "qemu"}, roles={"app": {}},
                           environments={"lab": {"health_timeout": 3600}})
-    assert openstack.health_timeout(config, config.environments["lab"]) == 3600.0
+    assert health_timeout(config.environments["lab"], openstack.default_health_timeout(config)) == 3600.0

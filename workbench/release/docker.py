@@ -37,8 +37,10 @@ from workbench.release.target import (
     Instance,
     Plan,
     environment_variables,
+    health_timeout,
     probe,
     serves_frontend,
+    unhealthy,
     upstream_conf,
     upstream_of,
 )
@@ -180,7 +182,7 @@ class DockerTarget:
     def _wait_healthy(self, plan: Plan, instance: Instance) -> None:
         """Until the role's health check answers 200 (or, without one, it keeps running)."""
         container = self._container(instance.name)
-        timeout = plan.environment.health_timeout or HEALTH_TIMEOUT
+        timeout = health_timeout(plan.environment, HEALTH_TIMEOUT)
         deadline = time.monotonic() + timeout
         settle = time.monotonic() + 2.0
         last = "no answer yet"
@@ -204,11 +206,9 @@ class DockerTarget:
             elif time.monotonic() > settle:
                 return
             time.sleep(0.1)
-        raise DeployFailed(
-            f"{instance.name} did not pass its health check GET {plan.role.health} on {instance.address} "
-            f"within {timeout:.0f}s (last: {last}; `[environments.{plan.environment.name}] health_timeout` "
-            "gives it longer)"
-        )
+        check = f"its health check GET {plan.role.health} on {instance.address}" if plan.role.health \
+            else f"a connection to {instance.address}"
+        raise DeployFailed(unhealthy(plan.environment, instance.name, check, timeout, last))
 
     def switch(self, environment: Environment, role: Role, instances: Sequence[Instance]) -> None:
         """Point the environment's frontend at `instances` (when the frontend serves this role)."""

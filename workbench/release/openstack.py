@@ -46,7 +46,9 @@ from workbench.release.target import (
     Instance,
     Plan,
     environment_variables,
+    health_timeout,
     serves_frontend,
+    unhealthy,
 )
 
 ACTIVE_TIMEOUT = 600.0
@@ -60,10 +62,8 @@ FRONTEND_INTERFACE = "lab0"
 RUNNING_MARKER = "workbench-init: running"
 
 
-def health_timeout(config: Config, environment: Environment) -> float:
-    """How long a new server gets to pass its health check: the environment's say, else by virt_type."""
-    if environment.health_timeout:
-        return float(environment.health_timeout)
+def default_health_timeout(config: Config) -> float:
+    """How long a new server gets to pass its health check when its environment does not say."""
     return HEALTH_TIMEOUT * (EMULATED_SLOWDOWN if config.cloud.virt_type == "qemu" else 1)
 
 
@@ -172,7 +172,7 @@ class OpenStackTarget:
             raise DeployFailed(f"{instance.name} disappeared while starting")
         server = found[0]
         url = f"http://{instance.address}{plan.role.health}" if plan.role.health and instance.address else ""
-        timeout = health_timeout(self.config, plan.environment)
+        timeout = health_timeout(plan.environment, default_health_timeout(self.config))
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -193,8 +193,7 @@ class OpenStackTarget:
             time.sleep(1.0)
         what = f"its health check GET {plan.role.health} on {instance.address} from the lab LAN" if url \
             else f"'{RUNNING_MARKER}' on its console"
-        raise DeployFailed(f"{instance.name} did not pass {what} within {timeout:.0f}s (last: {last}; "
-                           f"`[environments.{plan.environment.name}] health_timeout` gives it longer); its "
+        raise DeployFailed(f"{unhealthy(plan.environment, instance.name, what, timeout, last)}; its "
                            f"console ends:\n{self.fleet.console_tail(server.id)}")
 
     def switch(self, environment: Environment, role: Role, instances: Sequence[Instance]) -> None:

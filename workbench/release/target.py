@@ -193,6 +193,18 @@ def serves_frontend(environment: Environment, role: Role) -> bool:
     return bool(environment.frontend_port) and environment.frontend_role == role.name
 
 
+def health_timeout(environment: Environment, default: float) -> float:
+    """How long a new instance gets to pass its health check: the environment's say, else the target's."""
+    return float(environment.health_timeout) if environment.health_timeout else default
+
+
+def unhealthy(environment: Environment, instance: str, check: str, timeout: float, last: str) -> str:
+    """What a health wait that ran out says, on every target: which check, how long, the last answer, and
+    the setting that gives it longer."""
+    return (f"{instance} did not pass {check} within {timeout:.0f}s (last: {last}; "
+            f"`[environments.{environment.name}] health_timeout` gives it longer)")
+
+
 def probe(url: str) -> tuple[bool, str]:
     """(answered 200, what happened) for one GET."""
     try:
