@@ -106,6 +106,8 @@ def test_published_disk_takes_key_and_settings_from_the_deploy(baked: dict[str, 
     assert seen["keys_left"] == [] and seen["key_bytes_found"] == 0, "the published file carries no key"
     assert seen["authorized_keys"].strip() == seen["key"], "root's key came from the config drive"
     assert seen["settings_unit"] == "active"
+    # Systemd waits as long as an emulated boot needs (vmdisk's slow-machines drop-in), and /boot is there.
+    assert (seen["start_timeout"], seen["boot_mount"]) == ("15min", "vfat")
     assert "WB_GREETING='from the deploy'" in seen["settings"]
     assert "WB_GREETING=from the deploy" in seen["environ"], "the image's command got the settings"
     assert (seen["release"]["release"], seen["release"]["environment"]) == ("base-7", "lab")

@@ -68,6 +68,8 @@ def main(config_path: str, role: str) -> None:
             "release": json.loads(ssh("cat /run/workbench/release.json")),
             "authorized_keys": ssh("cat /root/.ssh/authorized_keys"),
             "settings_unit": ssh("systemctl is-active workbench-settings").strip(),
+            "start_timeout": ssh("systemctl show -p DefaultTimeoutStartUSec --value").strip(),
+            "boot_mount": ssh("findmnt -n -o FSTYPE /boot || true").strip(),
         }
         console = [line for line in vm.console_tail(machine.console, 400) if "workbench-settings:" in line]
     print(json.dumps({

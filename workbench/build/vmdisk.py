@@ -57,6 +57,12 @@ FILES = {
         "[Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     ),
+    # Under software emulation (the qemu builder; a qemu cloud, worse inside an emulated hypervisor)
+    # a boot runs tens of times slower: systemd's 90 s defaults gave up on /boot's disk and on
+    # networkd, and the server came up without a network. A machine at normal speed never waits that long.
+    "etc/systemd/system.conf.d/50-workbench-slow-machines.conf": (
+        "[Manager]\nDefaultTimeoutStartSec=15min\nDefaultDeviceTimeoutSec=15min\n"
+    ),
     "etc/initramfs-tools/conf.d/workbench": "MODULES=list\nCOMPRESS=zstd\n",
     "etc/initramfs-tools/modules": "".join(f"{m}\n" for m in INITRD_MODULES),
 }

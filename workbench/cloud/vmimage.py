@@ -28,7 +28,7 @@ from workbench.core import files, progress, run
 from workbench.core.errors import CloudError, CommandFailed
 
 # Bump when what a published disk holds changes: disks are made again.
-RECIPE = 2
+RECIPE = 3
 HELPER = "/usr/lib/workbench-cloud/deploy-settings"
 SETTINGS_UNIT = "/etc/systemd/system/workbench-settings.service"
 IMAGE_DROP_IN = "/etc/systemd/system/workbench-image.service.d/50-deploy-settings.conf"
@@ -82,10 +82,16 @@ def fetch(name):
 
 
 def from_service():
-    for _ in range(15):
+    # Minutes, not seconds: under software emulation the network can come up many minutes into the
+    # boot, and a role started without its settings would serve as something else.
+    deadline, said = time.monotonic() + 900, time.monotonic()
+    while time.monotonic() < deadline:
         try:
             return "the metadata service", json.loads(fetch("meta_data.json") or b"{}"), fetch("user_data")
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            if time.monotonic() - said > 60:
+                say(f"still no answer from the metadata service ({exc})")
+                said = time.monotonic()
             time.sleep(2)
     return None
 
