@@ -111,6 +111,7 @@ def test_published_disk_takes_key_and_settings_from_the_deploy(baked: dict[str, 
     assert "WB_GREETING='from the deploy'" in seen["settings"]
     assert "WB_GREETING=from the deploy" in seen["environ"], "the image's command got the settings"
     assert (seen["release"]["release"], seen["release"]["environment"]) == ("base-7", "lab")
+    assert seen["release_as_nobody"].startswith("{"), "a role's unprivileged services read the release record"
     assert any("from the config drive: settings WORKBENCH_RELEASE, WORKBENCH_ENVIRONMENT, WB_GREETING; 1 SSH key"
                in line for line in seen["console"]), seen["console"]
     # The accepted disk itself is untouched: a publish makes a copy.

@@ -66,6 +66,8 @@ def main(config_path: str, role: str) -> None:
             "settings": ssh("cat /run/workbench/settings"),
             "environ": ssh(f"tr '\\0' '\\n' < /proc/{main_pid}/environ").splitlines(),
             "release": json.loads(ssh("cat /run/workbench/release.json")),
+            # The role's own services are not root (the app's gunicorn serves this file's content).
+            "release_as_nobody": ssh("runuser -u nobody -- cat /run/workbench/release.json 2>&1 || true"),
             "authorized_keys": ssh("cat /root/.ssh/authorized_keys"),
             "settings_unit": ssh("systemctl is-active workbench-settings").strip(),
             "start_timeout": ssh("systemctl show -p DefaultTimeoutStartUSec --value").strip(),

@@ -43,6 +43,9 @@ DEPLOY_SETTINGS = """\
 import json, os, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 SETTINGS, KEYS = "/run/workbench/settings", "/root/.ssh/authorized_keys"
+# /run/workbench also holds what the role's own users read (release.json, which the app's health
+# check serves): made here first, it must let them in; the settings file alone is root's.
+RUN_MODE = 0o755
 SERVICE = "http://169.254.169.254/openstack/latest/"
 
 
@@ -96,8 +99,8 @@ def from_service():
     return None
 
 
-def replace(path, data, mode):
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+def replace(path, data, mode, folder_mode=0o700):
+    os.makedirs(os.path.dirname(path), mode=folder_mode, exist_ok=True)
     with open(path + ".partial", "wb") as out:
         out.write(data)
     os.chmod(path + ".partial", mode)
@@ -107,11 +110,11 @@ def replace(path, data, mode):
 found = from_drive() or from_service()
 if found is None:
     say("no config drive and no answer from the metadata service: no settings, no keys")
-    replace(SETTINGS, b"", 0o600)
+    replace(SETTINGS, b"", 0o600, RUN_MODE)
     sys.exit(0)
 source, metadata, user_data = found
 keys = [key.strip() for key in (metadata.get("public_keys") or {}).values() if key.strip()]
-replace(SETTINGS, user_data, 0o600)
+replace(SETTINGS, user_data, 0o600, RUN_MODE)
 if keys:
     replace(KEYS, "".join(f"{key}\\n" for key in keys).encode(), 0o600)
 names = [line.split("=", 1)[0] for line in user_data.decode().splitlines() if "=" in line]
