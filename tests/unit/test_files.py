@@ -1,4 +1,5 @@
-"""`workbench.core.files.write_whole`: a file replaced whole, with its mode, leaving nothing behind."""
+"""`workbench.core.files`: a file replaced whole, with its mode, leaving nothing behind; the whole lines
+of a file another process appends to."""
 
 from __future__ import annotations
 
@@ -231,3 +232,13 @@ def test_made_once_makes_a_whole_file_once_and_leaves_nothing_of_a_failure(tmp_p
     with pytest.raises(RuntimeError):
         files.made_once(other, fail)
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["disk.img"]
+
+
+def test_appended_lines_are_the_whole_ones_numbered_as_in_the_file(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    assert files.appended_lines(log) == []
+    log.write_text('{"a": 1}\n\n{"b": 2}\n{"c": ')
+    assert files.appended_lines(log) == [(1, '{"a": 1}'), (3, '{"b": 2}')]
+    with log.open("a") as out:
+        out.write("3}\n")
+    assert files.appended_lines(log)[-1] == (4, '{"c": 3}')

@@ -67,6 +67,21 @@ def write_whole(path: Path, data: bytes | str, mode: int | None = None) -> None:
         raise
 
 
+def appended_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of each whole, non-blank line of a file another process appends to.
+
+    A reader polling such a log can meet the writer's last line before its newline: that line
+    is not whole yet, and is left for the next read rather than parsed in half. None when the
+    file does not exist.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    whole = text[: text.rfind("\n") + 1]
+    return [(number, line) for number, line in enumerate(whole.splitlines(), 1) if line.strip()]
+
+
 @contextlib.contextmanager
 def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive lock on `path` (made if missing) for the block.

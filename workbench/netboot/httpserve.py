@@ -203,12 +203,7 @@ def serving(
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    # A line the server is still appending has no newline yet: it is read next time, whole.
-    whole = text[: text.rfind("\n") + 1]
-    return [json.loads(line) for line in whole.splitlines() if line.strip()]
+    return [json.loads(line) for _, line in files.appended_lines(path)]
 
 
 def _read_report(path: Path) -> dict[str, Any]:

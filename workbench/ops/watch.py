@@ -33,7 +33,7 @@ from workbench.core import config as config_mod
 from workbench.core import progress
 from workbench.core.config import Config
 from workbench.core.errors import ConfigError, WorkbenchError
-from workbench.core.files import write_whole
+from workbench.core.files import appended_lines, write_whole
 from workbench.core.inputs import hash_inputs
 from workbench.ops.gitmirror import Commit, Mirror, resolve_source
 from workbench.release import backup
@@ -167,12 +167,8 @@ def log_path(config: Config) -> Path:
 def read_log(config: Config, limit: int = 0) -> list[Event]:
     """The recorded events, oldest first (the last `limit` of them if given)."""
     path = log_path(config)
-    if not path.is_file():
-        return []
     events = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, line in appended_lines(path):
         try:
             events.append(Event.from_dict(json.loads(line)))
         except (ValueError, TypeError) as exc:
